@@ -1,0 +1,93 @@
+"""The stored measurement: one JSON object per line (DESIGN.md §3).
+
+The envelope stays close to OONI's so users recognise it::
+
+    measurement_id, campaign, run_id, probe, probe_version, input, repetition,
+    attempt, measurement_start_time, runtime, vantage{cc, asn, network, resolver},
+    software{name, version}, observations[], control, annotations{}
+
+``measurement_start_time`` is UTC ISO 8601 with microseconds and a ``Z``.
+The vantage's own IP address is never stored unless the user asked for it
+(``vantage.ip``, only present with ``--store-vantage-ip``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from censorscope import __version__
+
+SOFTWARE = {"name": "censorscope", "version": __version__}
+
+ENVELOPE_KEYS = (
+    "measurement_id", "campaign", "run_id", "probe", "probe_version", "input", "repetition", "attempt",
+    "measurement_start_time", "runtime", "vantage", "software", "observations", "control", "annotations",
+)
+
+
+@dataclass
+class Vantage:
+    """Where a measurement was taken from. ``ip`` stays None unless asked for."""
+
+    cc: str | None = None
+    asn: str | None = None
+    network: str | None = None
+    resolver: str | None = None
+    ip: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Stored form; ``ip`` only when it was deliberately set."""
+        d = asdict(self)
+        if d["ip"] is None:
+            del d["ip"]
+        return d
+
+
+def utc_iso(ts: float) -> str:
+    """A POSIX timestamp as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``."""
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_measurement_id(ts: float) -> str:
+    """A unique id that sorts by time: ``YYYYMMDDTHHMMSS.ffffffZ_<16 hex>``."""
+    stamp = dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    return f"{stamp}_{os.urandom(8).hex()}"
+
+
+def build_measurement(
+    *,
+    probe: str,
+    probe_version: str,
+    input: str,
+    start_time: float,
+    runtime: float,
+    observations: list[dict[str, Any]],
+    campaign: str | None = None,
+    run_id: str | None = None,
+    repetition: int = 0,
+    attempt: int = 0,
+    vantage: Vantage | None = None,
+    control: dict[str, Any] | None = None,
+    annotations: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Assemble one measurement in its stored form (keys in ``ENVELOPE_KEYS`` order)."""
+    return {
+        "measurement_id": new_measurement_id(start_time),
+        "campaign": campaign,
+        "run_id": run_id,
+        "probe": probe,
+        "probe_version": probe_version,
+        "input": input,
+        "repetition": repetition,
+        "attempt": attempt,
+        "measurement_start_time": utc_iso(start_time),
+        "runtime": round(runtime, 6),
+        "vantage": (vantage or Vantage()).to_dict(),
+        "software": dict(SOFTWARE),
+        "observations": observations,
+        "control": control,
+        "annotations": annotations or {},
+    }

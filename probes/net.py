@@ -1,0 +1,107 @@
+"""The network a probe uses, injected so that tests can replace it.
+
+``Net`` is deliberately thin: a clock, trust anchors, and the few socket
+operations probes need. The real implementation uses asyncio and ``ssl``;
+tests may subclass it (or pass a fake with the same methods) to run probe
+logic without sockets. Probes never read the host's resolver configuration
+unless a probe is *about* the system resolver (``system``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+#: Environment variable naming a PEM file of extra trust anchors (the lab CA).
+EXTRA_CA_ENV = "CENSORSCOPE_EXTRA_CA"
+
+
+def split_host_port(value: str, default_port: int | None = None) -> tuple[str, int]:
+    """Parse ``HOST:PORT``, ``[V6]:PORT``, ``V6`` or ``HOST`` (with ``default_port``).
+
+    Raises ``ValueError`` with a readable message on bad input.
+    """
+    value = value.strip()
+    if not value:
+        raise ValueError("empty address")
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep:
+            raise ValueError(f"unclosed '[' in {value!r}")
+        port_s = rest[1:] if rest.startswith(":") else ""
+    elif value.count(":") > 1:  # bare IPv6, no port
+        host, port_s = value, ""
+    else:
+        host, _, port_s = value.partition(":")
+    if not host:
+        raise ValueError(f"no host in {value!r}")
+    if not port_s:
+        if default_port is None:
+            raise ValueError(f"no port in {value!r}")
+        return host, default_port
+    if not port_s.isdigit() or not 0 < int(port_s) < 65536:
+        raise ValueError(f"bad port {port_s!r} in {value!r}")
+    return host, int(port_s)
+
+
+def format_host_port(host: str, port: int) -> str:
+    """Inverse of ``split_host_port`` (brackets IPv6 literals)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass
+class Net:
+    """Real network access for probes.
+
+    ``ca_file``: extra trust anchors (PEM) added to the system store, e.g. the
+    lab CA; defaults to ``$CENSORSCOPE_EXTRA_CA``. ``resolver``: the resolver
+    (``IP[:PORT]``) probes use when they must resolve a name and were given
+    none; ``None`` means "the system resolver" and is only used by the
+    ``system`` probe and by ``web`` when no resolver was configured.
+    """
+
+    clock: Callable[[], float] = time.monotonic
+    wall_clock: Callable[[], float] = time.time
+    ca_file: str | None = field(default_factory=lambda: os.environ.get(EXTRA_CA_ENV) or None)
+    resolver: str | None = None
+
+    async def open_tcp(
+        self, host: str, port: int, *, timeout: float
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Connect to an IP address and port (no name resolution)."""
+        return await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+
+    async def start_tls(
+        self, writer: asyncio.StreamWriter, context: ssl.SSLContext, server_hostname: str | None, *, timeout: float
+    ) -> None:
+        """Upgrade an open connection to TLS in place."""
+        await asyncio.wait_for(
+            writer.start_tls(context, server_hostname=server_hostname), timeout
+        )
+
+    def tls_context(self, *, verify: bool = True, alpn: list[str] | None = None) -> ssl.SSLContext:
+        """A client TLS context trusting the system store plus ``ca_file``.
+
+        With ``verify=False`` the handshake accepts any certificate, so that the
+        probe can record the chain and verify it separately (see ``tls``).
+        """
+        ctx = ssl.create_default_context()
+        if self.ca_file:
+            ctx.load_verify_locations(self.ca_file)
+        if not verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        if alpn:
+            ctx.set_alpn_protocols(alpn)
+        return ctx
+
+    def udp_socket(self, family: int) -> socket.socket:
+        """A non-blocking UDP socket of ``family`` (AF_INET / AF_INET6)."""
+        s = socket.socket(family, socket.SOCK_DGRAM)
+        s.setblocking(False)
+        return s
