@@ -9,8 +9,8 @@ error; a ``CensorscopeError`` prints one line, never a traceback.
 from __future__ import annotations
 
 import importlib
-import click
 
+import click
 from censorscope import __version__
 from censorscope.probes.errors import CensorscopeError
 
