@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 
 import click
+
 from censorscope import __version__
 from censorscope.probes.errors import CensorscopeError
 

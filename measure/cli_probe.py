@@ -17,6 +17,7 @@ import typing
 from typing import Any
 
 import click
+
 from censorscope.measure.records import Vantage, build_measurement
 from censorscope.probes import registry
 from censorscope.probes.net import Net
