@@ -54,10 +54,14 @@ SERVER_V4 = "203.0.113.2"
 SERVER_V6 = "2001:db8:3::2"
 RESOLVER_V4 = "203.0.113.10"       # unbound: the client's "ISP resolver"
 RESOLVER_V6 = "2001:db8:3::10"
+PUBLIC_RESOLVER_V4 = "203.0.113.11"  # unbound, never lies: the control's (uncensored) resolver
+PUBLIC_RESOLVER_V6 = "2001:db8:3::11"
 AUTH_DNS_V4 = "203.0.113.53"       # nsd: authoritative for the lab zones
+AUTH_DNS_V6 = "2001:db8:3::53"
 WEB_V4 = "203.0.113.80"            # nginx: shared virtual hosts
 WEB_V6 = "2001:db8:3::80"
 SINKHOLE_V4 = "203.0.113.250"      # national-style block page server
+SINKHOLE_V6 = "2001:db8:3::250"
 DOWN_V4 = "203.0.113.251"          # assigned to nothing: a server that is really down
 RESET_V4 = "203.0.113.252"         # a server that really resets connections
 SLOW_V4 = "203.0.113.253"          # a server that answers slowly
@@ -71,6 +75,10 @@ SITE_FIRST, SITE_LAST = 100, 199    # 203.0.113.100 - 203.0.113.199
 FORGED_POOL_V4 = tuple(f"198.51.100.{i}" for i in range(200, 216))
 FORGED_POOL_V6 = tuple(f"2001:db8:dead::{i:x}" for i in range(1, 9))
 
+# Where forged answers lead: routed to a blackhole at transit, so connects time out.
+FORGED_PREFIX_V4 = "198.51.100.192/27"
+FORGED_PREFIX_V6 = "2001:db8:dead::/48"
+
 # Prefixes routed inside the lab (no default route anywhere).
 LAB_PREFIXES_V4 = ("198.51.100.0/24", "203.0.113.0/24")
 LAB_PREFIXES_V6 = ("2001:db8::/32",)
@@ -81,6 +89,12 @@ def site_address(index: int) -> str:
     if not 0 <= index <= SITE_LAST - SITE_FIRST:
         raise ValueError(f"site index {index} outside the pool")
     return f"203.0.113.{SITE_FIRST + index}"
+
+
+def site_address_v6(index: int) -> str:
+    """The dedicated IPv6 address of site number ``index`` (same index range as ``site_address``)."""
+    site_address(index)  # range check
+    return f"2001:db8:3::1:{SITE_FIRST + index}"
 
 
 def in_lab_ranges(address: str) -> bool:
