@@ -1,0 +1,216 @@
+"""Plumbing shared by the VPN and circumvention probes.
+
+* ``parse_target``: ``scheme://IP:PORT?key=value`` or plain ``IP:PORT`` into a
+  ``Target``. These probes take IP literals only: resolving a name would use
+  a resolver the user did not choose (resolve with the ``dns`` probe first).
+* ``load_config``: a per-target config file (TOML, or raw text such as an
+  ``.ovpn`` file that the probe parses itself).
+* ``tcp_connect`` / ``udp_open``: the ``connect`` observation every probe
+  records under its protocol operation.
+* ``udp_exchange``: send datagrams and keep *every* datagram that comes back
+  within a window (censors may inject answers before the real one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from censorscope.probes.errors import ConfigError, InvalidTarget
+from censorscope.probes.failures import GENERIC_TIMEOUT, classify
+from censorscope.probes.net import Net, format_host_port, split_host_port
+from censorscope.probes.observation import Observation, Recorder
+
+
+@dataclass(frozen=True)
+class Target:
+    """An endpoint to probe: an IP literal, a port and the URL's query parameters."""
+
+    host: str
+    port: int
+    params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        """``IP:PORT`` (IPv6 bracketed)."""
+        return format_host_port(self.host, self.port)
+
+    @property
+    def family(self) -> int:
+        """AF_INET or AF_INET6."""
+        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
+
+def parse_target(target: str, scheme: str, default_port: int) -> Target:
+    """Parse ``scheme://IP[:PORT][?k=v&...]`` or ``IP[:PORT]``.
+
+    Raises ``InvalidTarget`` for another scheme, a bad port or a host that is
+    not an IP literal.
+    """
+    text = target.strip()
+    params: dict[str, str] = {}
+    if "://" in text:
+        parts = urlsplit(text)
+        if parts.scheme != scheme:
+            raise InvalidTarget(f"expected a {scheme}:// target, got {target!r}")
+        text = parts.netloc
+        params = dict(parse_qsl(parts.query, keep_blank_values=True))
+    try:
+        host, port = split_host_port(text, default_port)
+    except ValueError as exc:
+        raise InvalidTarget(f"{target!r}: {exc}") from None
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise InvalidTarget(
+            f"{target!r}: the {scheme} probe takes an IP address, not a name "
+            "(resolve it with the dns probe and a resolver you choose)"
+        ) from None
+    return Target(host, port, params)
+
+
+def load_config(path: str | None) -> dict[str, Any]:
+    """Read a TOML config file into a dict; ``{}`` when ``path`` is None.
+
+    A file that is not TOML is returned as ``{"text": <contents>}`` so that a
+    probe can parse its own native format (e.g. an ``.ovpn`` file). Relative
+    paths inside a config are resolved by the probe against ``"_dir"``.
+    """
+    if not path:
+        return {}
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path!r}: {exc}") from None
+    text = raw.decode("utf-8", "replace")
+    out: dict[str, Any]
+    if path.endswith(".toml"):
+        try:
+            out = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config {path!r} is not valid TOML: {exc}") from None
+    else:
+        out = {"text": text}
+    out["_dir"] = os.path.dirname(os.path.abspath(path))
+    return out
+
+
+async def tcp_connect(
+    rec: Recorder, net: Net, target: Target, timeout: float, parent_id: int | None = None
+) -> tuple[asyncio.StreamReader | None, asyncio.StreamWriter | None, Observation]:
+    """Open a TCP connection and record it as a ``connect`` observation.
+
+    Returns ``(None, None, obs)`` when the connection failed.
+    """
+    step = rec.begin("connect", parent_id, address=target.address, ip=target.host, port=target.port, proto="tcp")
+    try:
+        reader, writer = await net.open_tcp(target.host, target.port, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - every failure is data
+        return None, None, step.fail(exc)
+    sock = writer.get_extra_info("sockname")
+    return reader, writer, step.ok(local_port=sock[1] if sock else None)
+
+
+async def close_writer(writer: asyncio.StreamWriter | None) -> None:
+    """Close a stream quietly (the peer may already be gone)."""
+    if writer is None:
+        return
+    try:
+        writer.close()
+        await asyncio.wait_for(writer.wait_closed(), 2)
+    except Exception:  # noqa: BLE001 - closing is best effort
+        pass
+
+
+def udp_open(rec: Recorder, net: Net, target: Target, parent_id: int | None = None) -> tuple[socket.socket | None, Observation]:
+    """A connected UDP socket (no packet is sent) and its ``connect`` observation.
+
+    A connected socket lets the kernel report ICMP port-unreachable as
+    ``connection_refused`` on the next receive.
+    """
+    step = rec.begin("connect", parent_id, address=target.address, ip=target.host, port=target.port, proto="udp")
+    sock = net.udp_socket(target.family)
+    try:
+        sock.connect((target.host, target.port))
+    except Exception as exc:  # noqa: BLE001
+        sock.close()
+        return None, step.fail(exc)
+    return sock, step.ok(local_port=sock.getsockname()[1])
+
+
+@dataclass
+class UdpResult:
+    """What a UDP exchange saw: datagrams with arrival times, or a failure."""
+
+    datagrams: list[tuple[float, bytes]]
+    failure: str | None
+    bytes_sent: int
+
+
+async def udp_exchange(
+    rec: Recorder, sock: socket.socket, payloads: list[bytes], *, timeout: float, hold: float = 0.0,
+    stop: Any = None,
+) -> UdpResult:
+    """Send ``payloads`` and collect datagrams until ``timeout`` (or ``hold`` s after ``stop``).
+
+    ``stop(datagram) -> bool`` says that an expected answer arrived; the
+    exchange then waits ``hold`` more seconds for late (e.g. real after
+    injected) datagrams. A failure is ``generic_timeout_error`` when nothing
+    came, or the classified socket error (ICMP unreachable -> refused).
+    """
+    loop = asyncio.get_running_loop()
+    sent = 0
+    got: list[tuple[float, bytes]] = []
+    try:
+        for p in payloads:
+            await loop.sock_sendall(sock, p)
+            sent += len(p)
+    except Exception as exc:  # noqa: BLE001
+        return UdpResult(got, classify(exc), sent)
+    deadline = loop.time() + timeout
+    failure: str | None = None
+    while True:
+        left = deadline - loop.time()
+        if left <= 0:
+            break
+        try:
+            data = await asyncio.wait_for(loop.sock_recv(sock, 65535), left)
+        except TimeoutError:
+            break
+        except Exception as exc:  # noqa: BLE001
+            failure = classify(exc)
+            break
+        got.append((rec.now(), data))
+        if stop is not None and stop(data):
+            deadline = min(deadline, loop.time() + hold)
+    if not got and failure is None:
+        failure = GENERIC_TIMEOUT
+    return UdpResult(got, failure, sent)
+
+
+async def read_exact(reader: asyncio.StreamReader, n: int, timeout: float) -> bytes:
+    """``readexactly`` with a timeout (raises what the stream raises)."""
+    return await asyncio.wait_for(reader.readexactly(n), timeout)
+
+
+def protocol_failure(detail: str) -> str:
+    """The failure string for a peer that answered bytes that do not parse.
+
+    Kept inside the vocabulary's ``unknown_failure: `` space with a fixed
+    ``protocol_error`` tag so analysis can match the prefix.
+    """
+    from censorscope.probes.failures import UNKNOWN_PREFIX
+
+    return f"{UNKNOWN_PREFIX}protocol_error: {detail}"
+
+
+def new_recorder(net: Net) -> Recorder:
+    """A recorder on the net's clock."""
+    return Recorder(net.clock)

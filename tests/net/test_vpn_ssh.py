@@ -1,0 +1,89 @@
+"""ssh probe against a real OpenSSH sshd on loopback, and its failure paths."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from vpn_support import daemon, free_port, need, op, run_probe, tcp_listening, wait_for
+
+pytestmark = pytest.mark.net
+
+
+@pytest.fixture
+def sshd(tmp_path: Path):
+    sshd_bin = need("sshd")
+    Path("/run/sshd").mkdir(exist_ok=True)
+    key = tmp_path / "host_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    port = free_port()
+    conf = tmp_path / "sshd_config"
+    conf.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {key}\nPidFile {tmp_path}/sshd.pid\n"
+        "UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+    )
+    with daemon([sshd_bin, "-D", "-e", "-f", str(conf)], log=tmp_path / "log"):
+        wait_for(lambda: tcp_listening("127.0.0.1", port), what="sshd")
+        yield port
+
+
+def test_ssh_real_sshd(sshd):
+    obs = run_probe("ssh", f"ssh://127.0.0.1:{sshd}", timeout=10.0)
+    conn = op(obs, "connect")
+    hs = op(obs, "ssh_handshake")
+    assert conn["failure"] is None and conn["proto"] == "tcp"
+    assert hs["failure"] is None, hs
+    assert hs["parent_id"] == conn["id"]
+    assert hs["proto_version"] == "2.0" and hs["software_version"].startswith("OpenSSH_")
+    assert "ssh-ed25519" in hs["kexinit"]["server_host_key_algorithms"]
+    assert hs["kexinit"]["kex_algorithms"]
+    assert hs["bytes_received"] > 100
+
+
+def test_ssh_refused():
+    port = free_port()
+    obs = run_probe("ssh", f"127.0.0.1:{port}", timeout=5.0)
+    assert [o["operation"] for o in obs] == ["connect"]
+    assert obs[0]["failure"] == "connection_refused"
+
+
+def _garbage_server(reply: bytes) -> tuple[int, socket.socket]:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+
+    def serve() -> None:
+        try:
+            c, _ = srv.accept()
+            c.sendall(reply)
+            c.recv(4096)
+            c.close()
+        except OSError:
+            pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv.getsockname()[1], srv
+
+
+def test_ssh_garbage_then_close():
+    port, srv = _garbage_server(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+    try:
+        obs = run_probe("ssh", f"127.0.0.1:{port}", timeout=5.0)
+    finally:
+        srv.close()
+    hs = op(obs, "ssh_handshake")
+    assert hs["failure"] == "eof_error"
+
+
+def test_ssh_bad_packet():
+    port, srv = _garbage_server(b"SSH-2.0-fake\r\n\xff\xff\xff\xff garbage")
+    try:
+        obs = run_probe("ssh", f"127.0.0.1:{port}", timeout=5.0)
+    finally:
+        srv.close()
+    hs = op(obs, "ssh_handshake")
+    assert hs["failure"] == "unknown_failure: protocol_error: implausible packet length 4294967295"
+    assert hs["server_banner"] == "SSH-2.0-fake"

@@ -1,0 +1,131 @@
+"""Helpers for the VPN probe tests: free ports, daemons, throwaway namespaces.
+
+Everything started here is stopped in ``finally`` blocks; namespace names
+carry the pid and a random suffix so parallel test runs never clash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from censorscope.probes import registry
+from censorscope.probes.net import Net
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
+    """A port that is free right now on ``host``."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def loopback_ip() -> str:
+    """A random 127.x.y.z address, so daemons with fixed ports do not clash."""
+    return f"127.{random.randint(64, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"
+
+
+def run_probe(name: str, target: str, **options: object) -> list[dict]:
+    """Run a probe in-process and return its observations as dicts."""
+    module = registry.load(name)
+    opts = module.Options(**options)
+    return [o.to_dict() for o in asyncio.run(module.measure(target, Net(), opts))]
+
+
+def op(observations: list[dict], operation: str) -> dict:
+    """The single observation of ``operation`` (asserts there is exactly one)."""
+    found = [o for o in observations if o["operation"] == operation]
+    assert len(found) == 1, (operation, observations)
+    return found[0]
+
+
+def wait_for(predicate: object, timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll ``predicate()`` until true or fail the test."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def tcp_listening(host: str, port: int) -> bool:
+    """True when something accepts TCP on host:port."""
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def log_has(path: Path, text: str) -> bool:
+    """True when ``text`` appears in the file at ``path``."""
+    try:
+        return text in path.read_text(errors="replace")
+    except FileNotFoundError:
+        return False
+
+
+@contextlib.contextmanager
+def daemon(argv: list[str], log: Path | None = None, netns: str | None = None, **kw: object) -> Iterator[subprocess.Popen]:
+    """Run ``argv`` (inside ``netns`` if given) and stop it afterwards."""
+    if netns:
+        argv = ["ip", "netns", "exec", netns, *argv]
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **kw)  # type: ignore[call-overload]
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 15)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 9)
+            proc.wait(5)
+        if log:
+            out.close()  # type: ignore[union-attr]
+
+
+@contextlib.contextmanager
+def netns() -> Iterator[str]:
+    """A throwaway network namespace with only ``lo`` (up); deleted afterwards."""
+    name = f"csvpn{os.getpid()}x{random.randrange(1 << 30):x}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), 9)
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def cli_probe(name: str, target: str, *args: str, netns_name: str | None = None, timeout: float = 120) -> dict:
+    """Run ``censorscope probe NAME TARGET ARGS --json`` (inside a namespace if given)."""
+    argv = [str(VENV_BIN / "censorscope"), "probe", name, target, *args, "--json"]
+    if netns_name:
+        argv = ["ip", "netns", "exec", netns_name, *argv]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def need(binary: str) -> str:
+    """Absolute path of a required binary (the test fails, not skips, without it)."""
+    path = shutil.which(binary) or (f"/usr/sbin/{binary}" if os.path.exists(f"/usr/sbin/{binary}") else None)
+    assert path, f"{binary} is not installed (see ci/apt-packages.txt)"
+    return path
