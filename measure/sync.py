@@ -121,6 +121,17 @@ def _prefix_ok(fs: fsspec.AbstractFileSystem, part: str, local: Path, size: int)
     return True
 
 
+def _copy(local: Path, offset: int, out: Any) -> int:
+    """Write ``local`` from ``offset`` to the open remote file ``out``; return bytes written."""
+    sent = 0
+    with open(local, "rb") as src:
+        src.seek(offset)
+        for block in iter(lambda: src.read(CHUNK), b""):
+            out.write(block)
+            sent += len(block)
+    return sent
+
+
 def sync(
     results: Path,
     dest: str,
@@ -171,11 +182,8 @@ def sync(
                 offset = have
                 report.resumed.append(rel)
         say("send", rel)
-        with open(local, "rb") as src, fs.open(part, "ab" if offset else "wb") as out:
-            src.seek(offset)
-            for block in iter(lambda: src.read(CHUNK), b""):
-                out.write(block)
-                report.bytes_sent += len(block)
+        with fs.open(part, "ab" if offset else "wb") as out:
+            report.bytes_sent += _copy(local, offset, out)
         if fs.size(part) != st.st_size or _remote_sha(fs, part) != sha:
             fs.rm(part)
             raise StoreError(f"{rel}: remote copy failed verification; removed, run sync again")
