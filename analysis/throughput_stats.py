@@ -55,17 +55,17 @@ class MannWhitney:
 class ThroughputComparison:
     """The outcome of ``compare_throughput``.
 
-    ``status`` is ``throttled``, ``not_throttled`` or ``inconclusive``; the
-    medians are bytes per second over sampling intervals; ratios are target
+    ``status`` is ``throttled``, ``not_throttled`` or ``inconclusive``;
+    ``*_rate`` are median bytes per second over sampling intervals; ratios are target
     median divided by the other's median (< 1: target slower); p-values are
     one-sided (target slower). ``explanation`` is one sentence for reports.
     """
 
     status: str
     explanation: str
-    target_median_bps: float | None
-    reference_median_bps: float | None = None
-    control_median_bps: float | None = None
+    target_rate: float | None
+    reference_rate: float | None = None
+    control_rate: float | None = None
     ratio_reference: float | None = None
     ratio_control: float | None = None
     p_value_reference: float | None = None
@@ -228,7 +228,7 @@ def compare_throughput(
         return mann_whitney_less(t_rates, other).p_value
 
     result = dict(
-        target_median_bps=t_med, reference_median_bps=r_med, control_median_bps=c_med,
+        target_rate=t_med, reference_rate=r_med, control_rate=c_med,
         ratio_reference=ratio(r_med), ratio_control=ratio(c_med),
         p_value_reference=pval(r_rates), p_value_control=pval(c_rates),
         n_target=len(t_rates), n_reference=len(r_rates), n_control=len(c_rates),
