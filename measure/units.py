@@ -71,7 +71,7 @@ class UnitSpec:
     jitter: int
     results_dir: Path
     state_dir: Path
-    executable: str
+    command: tuple[str, ...]  # how to invoke censorscope, e.g. (python, "-m", "censorscope")
     user: str | None = None
     needs_raw_sockets: bool = False
 
@@ -79,7 +79,7 @@ class UnitSpec:
 def render_service(spec: UnitSpec) -> str:
     """The ``.service`` unit text."""
     cmd = " ".join(
-        shlex.quote(a) for a in (spec.executable, "schedule", "tick", str(spec.campaign), "--every",
+        shlex.quote(a) for a in (*spec.command, "schedule", "tick", str(spec.campaign), "--every",
                                  format_duration(spec.every), "--jitter", "0s", "--force",
                                  "--state-dir", str(spec.state_dir))
     )
@@ -146,7 +146,7 @@ def cron_line(spec: UnitSpec) -> str:
     when a slot is due (catch-up once, jitter, a lock against overlap).
     """
     cmd = " ".join(
-        shlex.quote(a) for a in (spec.executable, "schedule", "tick", str(spec.campaign), "--every",
+        shlex.quote(a) for a in (*spec.command, "schedule", "tick", str(spec.campaign), "--every",
                                  format_duration(spec.every), "--jitter", format_duration(spec.jitter),
                                  "--state-dir", str(spec.state_dir))
     )

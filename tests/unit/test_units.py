@@ -24,7 +24,7 @@ def _spec(tmp_path: Path, **kw) -> UnitSpec:
     camp = tmp_path / "my campaign.toml"
     camp.write_text("")
     base = dict(campaign=camp, every=6 * 3600, jitter=600, results_dir=tmp_path / "results",
-                state_dir=tmp_path / "state", executable="/bin/true")
+                state_dir=tmp_path / "state", command=("/bin/true",))
     base.update(kw)
     return UnitSpec(**base)
 
