@@ -129,3 +129,31 @@ def need(binary: str) -> str:
     path = shutil.which(binary) or (f"/usr/sbin/{binary}" if os.path.exists(f"/usr/sbin/{binary}") else None)
     assert path, f"{binary} is not installed (see ci/apt-packages.txt)"
     return path
+
+
+def run_probe_in(ns: str, name: str, target: str, **options: object) -> list[dict]:
+    """``run_probe`` in a thread that joined network namespace ``ns`` (sockets stay there)."""
+    import ctypes
+    import threading
+
+    result: dict[str, object] = {}
+
+    def body() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+        try:
+            if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+                raise OSError(ctypes.get_errno(), "setns failed")
+        finally:
+            os.close(fd)
+        try:
+            result["obs"] = run_probe(name, target, **options)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            result["exc"] = exc
+
+    th = threading.Thread(target=body)
+    th.start()
+    th.join()
+    if "exc" in result:
+        raise result["exc"]  # type: ignore[misc]
+    return result["obs"]  # type: ignore[return-value]

@@ -1,0 +1,116 @@
+"""openvpn probe against a real OpenVPN 2.6 server (UDP and TCP; plain, tls-auth, tls-crypt).
+
+OpenVPN's server mode needs a tun device, so each server runs in a throwaway
+network namespace with only ``lo``; the probe joins that namespace.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from vpn_certs import make_pki
+from vpn_support import daemon, free_port, log_has, need, netns, op, run_probe, run_probe_in, wait_for
+
+pytestmark = pytest.mark.lab
+
+
+def _key(path: Path) -> Path:
+    subprocess.run([need("openvpn"), "--genkey", "secret", str(path)], check=True, capture_output=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ovpn-pki")
+    p = make_pki(d)
+    p["ta"] = _key(d / "ta.key")
+    p["tc"] = _key(d / "tc.key")
+    p["other"] = _key(d / "other.key")
+    return p
+
+
+def _server(tmp: Path, pki: dict, ns: str, proto: str, wrap: str, port: int):
+    lines = [
+        "mode server", "tls-server", "dev tun", "topology subnet", "server 192.0.2.0 255.255.255.0",
+        f"proto {'tcp-server' if proto == 'tcp' else 'udp'}", "local 127.0.0.1", f"port {port}",
+        f"ca {pki['ca']}", f"cert {pki['server_cert']}", f"key {pki['server_key']}", "dh none", "verb 3",
+    ]
+    if wrap == "tls-auth":
+        lines += [f"tls-auth {pki['ta']} 0", "auth SHA256"]
+    elif wrap == "tls-crypt":
+        lines += [f"tls-crypt {pki['tc']}"]
+    conf = tmp / f"server-{proto}-{wrap}.conf"
+    conf.write_text("\n".join(lines) + "\n")
+    log = tmp / f"server-{proto}-{wrap}.log"
+    return daemon([need("openvpn"), "--config", str(conf)], log=log, netns=ns), log
+
+
+@pytest.mark.parametrize("proto,wrap", [("udp", "none"), ("tcp", "none"), ("udp", "tls-auth"),
+                                        ("tcp", "tls-auth"), ("udp", "tls-crypt"), ("tcp", "tls-crypt")])
+def test_openvpn_real_server(tmp_path, pki, proto, wrap):
+    port = 21194
+    client = tmp_path / "client.ovpn"
+    if wrap == "tls-auth":
+        client.write_text(f"client\nauth SHA256\nkey-direction 1\n<tls-auth>\n{pki['ta'].read_text()}</tls-auth>\n")
+    elif wrap == "tls-crypt":
+        client.write_text(f"client\ntls-crypt {pki['tc']}\n")
+    else:
+        client.write_text("client\n")
+    with netns() as ns:
+        srv, log = _server(tmp_path, pki, ns, proto, wrap, port)
+        with srv:
+            wait_for(lambda: log_has(log, "Initialization Sequence Completed"), what="openvpn server")
+            obs = run_probe_in(ns, "openvpn", f"openvpn://127.0.0.1:{port}?proto={proto}", config=str(client))
+            hs = op(obs, "openvpn_handshake")
+            assert hs["failure"] is None, (hs, log.read_text()[-2000:])
+            assert hs["proto"] == proto and hs["wrap"] == wrap
+            assert hs["server_opcode"] == "P_CONTROL_HARD_RESET_SERVER_V2"
+            assert hs["acknowledged"] is True and hs["ack_sent"] is True
+            assert hs["responses"][0]["remote_session_id"] == hs["client_session_id"]
+            assert hs["parent_id"] == op(obs, "connect")["id"]
+            if wrap != "none":
+                assert hs["authenticated"] is True
+            # a client with the wrong static key gets no answer at all (the server drops it silently)
+            if wrap != "none":
+                bad = tmp_path / "bad.ovpn"
+                bad.write_text(client.read_text().replace(str(pki["tc"]), str(pki["other"]))
+                               if wrap == "tls-crypt" else
+                               f"client\nauth SHA256\nkey-direction 1\ntls-auth {pki['other']}\n")
+                obs = run_probe_in(ns, "openvpn", f"openvpn://127.0.0.1:{port}?proto={proto}", config=str(bad),
+                                   timeout=2.0)
+                hs = op(obs, "openvpn_handshake")
+                assert hs["failure"] in ("generic_timeout_error", "eof_error", "connection_reset"), hs
+                assert not any(r.get("opcode") == 8 for r in hs["responses"])
+
+
+@pytest.mark.net
+def test_openvpn_nothing_listening():
+    obs = run_probe("openvpn", f"openvpn://127.0.0.1:{free_port(socket.SOCK_DGRAM)}?proto=udp", timeout=2.0)
+    assert op(obs, "openvpn_handshake")["failure"] == "connection_refused"
+    obs = run_probe("openvpn", f"openvpn://127.0.0.1:{free_port()}?proto=tcp", timeout=2.0)
+    assert op(obs, "connect")["failure"] == "connection_refused"
+
+
+@pytest.mark.net
+def test_openvpn_garbage_server():
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+
+    def serve() -> None:
+        c, _ = srv.accept()
+        c.recv(100)
+        c.sendall(b"\x00\x05HELLO")
+        c.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    obs = run_probe("openvpn", f"openvpn://127.0.0.1:{srv.getsockname()[1]}?proto=tcp", timeout=3.0)
+    srv.close()
+    hs = op(obs, "openvpn_handshake")
+    # 'H' = 0x48: opcode 9 (P_DATA_V2), not a control packet
+    assert hs["failure"] == "unknown_failure: protocol_error: data-channel packet (P_DATA_V2)", hs
+    assert hs["responses"][0]["size"] == 5
