@@ -57,7 +57,7 @@ def options_from_dataclass(cls: type) -> list[click.Option]:
         decl = [f"{name}/--no-{f.name.replace('_', '-')}"] if is_flag else [name]
         out.append(
             click.Option(
-                decl, f.name, type=ctype, default=default, is_flag=is_flag if is_flag else None,
+                [*decl, f.name], type=ctype, default=default, is_flag=is_flag if is_flag else None,
                 show_default=default not in (None, False), help=meta.get("help", ""),
             )
         )

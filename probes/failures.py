@@ -134,7 +134,9 @@ def _by_type(exc: BaseException) -> str | None:
     if isinstance(exc, asyncio.IncompleteReadError | EOFError | ConnectionAbortedError):
         return EOF_ERROR if not isinstance(exc, ConnectionAbortedError) else CONNECTION_ABORTED
     if isinstance(exc, ConnectionResetError):
-        return CONNECTION_RESET
+        # The kernel's RST always carries ECONNRESET (matched above); asyncio reports a
+        # peer's clean close (FIN) during a TLS handshake as a bare ConnectionResetError().
+        return CONNECTION_RESET if exc.errno else EOF_ERROR
     if isinstance(exc, ConnectionRefusedError):
         return CONNECTION_REFUSED
     if isinstance(exc, httpx.TooManyRedirects):

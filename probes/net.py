@@ -90,10 +90,13 @@ class Net:
         With ``verify=False`` the handshake accepts any certificate, so that the
         probe can record the chain and verify it separately (see ``tls``).
         """
-        ctx = ssl.create_default_context()
-        if self.ca_file:
-            ctx.load_verify_locations(self.ca_file)
-        if not verify:
+        if verify:
+            ctx = ssl.create_default_context()
+            if self.ca_file:
+                ctx.load_verify_locations(self.ca_file)
+        else:
+            # Same protocol defaults, but no trust store to load (~20 ms a context).
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         if alpn:
