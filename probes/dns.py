@@ -343,17 +343,28 @@ async def _doh(
     async with httpx.AsyncClient(verify=net.tls_context(), timeout=timeout, trust_env=False) as client:
         if method == "GET":
             dns_param = base64.urlsafe_b64encode(wire).rstrip(b"=").decode("ascii")
-            response = await client.get(url, params={"dns": dns_param}, headers=headers)
+            request = client.build_request("GET", url, params={"dns": dns_param}, headers=headers)
         else:
             headers["content-type"] = DOH_CONTENT_TYPE
-            response = await client.post(url, content=wire, headers=headers)
-        state["extra"]["http_status"] = response.status_code
-        stream = response.extensions.get("network_stream")
-        peer = stream.get_extra_info("server_addr") if stream is not None else None
-        source = format_host_port(peer[0], peer[1]) if peer else url
+            request = client.build_request("POST", url, content=wire, headers=headers)
+        response = await client.send(request, stream=True)
+        try:
+            state["extra"]["http_status"] = response.status_code
+            # The peer address is only known while the connection is open.
+            stream = response.extensions.get("network_stream")
+            peer = stream.get_extra_info("server_addr") if stream is not None else None
+            source = format_host_port(peer[0], peer[1]) if peer else url
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > _RECV_SIZE:  # no DNS message is larger; do not let a server fill memory
+                    state["failure"] = failures.DNS_SERVER_MISBEHAVING
+                    return
+        finally:
+            await response.aclose()
         ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
         if response.status_code == 200 and ctype == DOH_CONTENT_TYPE:
-            state["responses"].append(response_record(response.content, rec.now(), source, None, 0, qname, qtype))
+            state["responses"].append(response_record(bytes(body), rec.now(), source, None, 0, qname, qtype))
         else:
             state["failure"] = failures.DNS_SERVER_MISBEHAVING
 
