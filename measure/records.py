@@ -18,6 +18,8 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import orjson
+
 from censorscope import __version__
 
 SOFTWARE = {"name": "censorscope", "version": __version__}
@@ -91,3 +93,56 @@ def build_measurement(
         "control": control,
         "annotations": annotations or {},
     }
+
+
+# --- the Parquet archive format (written by `gc`, read by censorscope.analysis) ---
+
+SCALARS = ("measurement_id", "campaign", "run_id", "probe", "probe_version", "input")
+INTS = ("repetition", "attempt")
+JSON_COLUMNS = ("vantage", "software", "observations", "control", "annotations")
+KNOWN_KEYS = frozenset(SCALARS + INTS + JSON_COLUMNS + ("measurement_start_time", "runtime"))
+
+
+def parquet_schema() -> Any:
+    """The pyarrow schema of the Parquet archive (see ``to_row``)."""
+    import pyarrow as pa
+
+    fields = [pa.field(k, pa.string()) for k in SCALARS]
+    fields += [pa.field(k, pa.int64()) for k in INTS]
+    fields += [pa.field("measurement_start_time", pa.string()), pa.field("runtime", pa.float64())]
+    fields += [pa.field(f"vantage_{k}", pa.string()) for k in ("cc", "asn", "network", "resolver")]
+    fields += [pa.field(k, pa.string()) for k in (*JSON_COLUMNS, "extra")]
+    return pa.schema(fields)
+
+
+def _dumps(v: Any) -> str | None:
+    return None if v is None else orjson.dumps(v).decode()
+
+
+def to_row(m: dict[str, Any]) -> dict[str, Any]:
+    """One measurement as a Parquet row."""
+    vantage = m.get("vantage") or {}
+    row: dict[str, Any] = {k: (None if m.get(k) is None else str(m[k])) for k in SCALARS}
+    row.update({k: (None if m.get(k) is None else int(m[k])) for k in INTS})
+    row["measurement_start_time"] = m.get("measurement_start_time")
+    row["runtime"] = None if m.get("runtime") is None else float(m["runtime"])
+    for k in ("cc", "asn", "network", "resolver"):
+        v = vantage.get(k)
+        row[f"vantage_{k}"] = None if v is None else str(v)
+    for k in JSON_COLUMNS:
+        row[k] = _dumps(m[k]) if k in m else None
+    extra = {k: v for k, v in m.items() if k not in KNOWN_KEYS}
+    row["extra"] = _dumps(extra) if extra else None
+    return row
+
+
+def from_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Rebuild the measurement a row was made from (inverse of ``to_row``)."""
+    m: dict[str, Any] = {}
+    for k in SCALARS + INTS + ("measurement_start_time", "runtime"):
+        m[k] = row[k]
+    for k in JSON_COLUMNS:
+        m[k] = None if row[k] is None else orjson.loads(row[k])
+    if row.get("extra"):
+        m.update(orjson.loads(row["extra"]))
+    return m

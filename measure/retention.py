@@ -31,59 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from censorscope.measure.records import SCALARS, from_row, parquet_schema, to_row
 from censorscope.measure.store import StoreProblem, iter_measurements
 from censorscope.probes.errors import StoreError
-
-SCALARS = ("measurement_id", "campaign", "run_id", "probe", "probe_version", "input")
-INTS = ("repetition", "attempt")
-JSON_COLUMNS = ("vantage", "software", "observations", "control", "annotations")
-KNOWN_KEYS = frozenset(SCALARS + INTS + JSON_COLUMNS + ("measurement_start_time", "runtime"))
-
-
-def _schema() -> Any:
-    import pyarrow as pa
-
-    fields = [pa.field(k, pa.string()) for k in SCALARS]
-    fields += [pa.field(k, pa.int64()) for k in INTS]
-    fields += [pa.field("measurement_start_time", pa.string()), pa.field("runtime", pa.float64())]
-    fields += [pa.field(f"vantage_{k}", pa.string()) for k in ("cc", "asn", "network", "resolver")]
-    fields += [pa.field(k, pa.string()) for k in (*JSON_COLUMNS, "extra")]
-    return pa.schema(fields)
-
-
-def _dumps(v: Any) -> str | None:
-    return None if v is None else orjson.dumps(v).decode()
-
-
-def to_row(m: dict[str, Any]) -> dict[str, Any]:
-    """One measurement as a Parquet row."""
-    vantage = m.get("vantage") or {}
-    row: dict[str, Any] = {k: (None if m.get(k) is None else str(m[k])) for k in SCALARS}
-    row.update({k: (None if m.get(k) is None else int(m[k])) for k in INTS})
-    row["measurement_start_time"] = m.get("measurement_start_time")
-    row["runtime"] = None if m.get("runtime") is None else float(m["runtime"])
-    for k in ("cc", "asn", "network", "resolver"):
-        v = vantage.get(k)
-        row[f"vantage_{k}"] = None if v is None else str(v)
-    for k in JSON_COLUMNS:
-        row[k] = _dumps(m[k]) if k in m else None
-    extra = {k: v for k, v in m.items() if k not in KNOWN_KEYS}
-    row["extra"] = _dumps(extra) if extra else None
-    return row
-
-
-def from_row(row: dict[str, Any]) -> dict[str, Any]:
-    """Rebuild the measurement a row was made from (inverse of ``to_row``)."""
-    m: dict[str, Any] = {}
-    for k in SCALARS + INTS + ("measurement_start_time", "runtime"):
-        m[k] = row[k]
-    for k in JSON_COLUMNS:
-        m[k] = None if row[k] is None else orjson.loads(row[k])
-    if row.get("extra"):
-        m.update(orjson.loads(row["extra"]))
-    return m
 
 
 def _same(original: dict[str, Any], rebuilt: dict[str, Any]) -> bool:
@@ -136,7 +86,7 @@ def compact_run(jsonl: Path, archive: Path) -> tuple[int, list[str]]:
     if any("corrupt" in p.reason for p in problems):
         raise StoreError(f"{jsonl}: corrupt lines, left as it is: " + "; ".join(map(str, problems)))
     run_id = jsonl.name.removesuffix(".jsonl")
-    schema = _schema()
+    schema = parquet_schema()
     written: list[tuple[Path, list[dict[str, Any]]]] = []
     for date, ms in sorted(by_date.items()):
         part = archive / f"date={date}"
