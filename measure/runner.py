@@ -1,0 +1,544 @@
+"""Run a campaign: every (probe, target, repetition[, resolver]) once, concurrently.
+
+Shape of a run::
+
+    target lists (streamed) -> units, shuffled in windows -> bounded queue
+        -> N workers (global concurrency) -> per-server semaphore -> probe.measure
+        -> envelope (records.build_measurement) + control -> JSONL store
+        -> confirmer re-tests (attempt 1, 2, ...)
+
+* **Units.** Each list entry is mapped to a probe target by the probe module's
+  ``target_from_url(url)`` (None: the probe does not apply, skipped). The same
+  target from two URLs (``http://a/x`` and ``http://a/y`` for ``tcp``) is
+  measured once. A unit is done when a first attempt for its
+  ``(probe, input, repetition, resolver)`` is stored; ``--resume`` skips those.
+* **Order.** Repetitions are the outer loop, so the repetitions of one target
+  are a whole pass apart: censors keep blocking a (client, server, port) for
+  minutes after a trigger ("residual censorship"), and back-to-back repeats
+  would measure the penalty instead of the rule. Within a pass the units are
+  shuffled deterministically (``seed``) in windows of ``SHUFFLE_WINDOW`` list
+  entries, which spreads load across servers and keeps memory bounded.
+* **Memory** stays bounded for any list size: lists are streamed, the queue is
+  bounded, and only the de-duplication/done sets grow with the list.
+* **Concurrency**: ``concurrency`` workers, and at most ``per_server``
+  measurements at a time against one server (the input's host).
+* **Failures are data**: a probe that raises ``ProbeError`` for one target
+  (it could not run) yields a measurement with no observations and
+  ``annotations.probe_error``; a probe that overruns its watchdog
+  (``WATCHDOG_FACTOR`` x its timeout, at least ``WATCHDOG_MIN`` s) yields
+  ``annotations.runner_failure = "generic_timeout_error"``. Neither stops the run.
+
+Hook points implemented elsewhere (``ControlProvider``, ``Confirmer``) are
+Protocols below; the runner calls them when given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+import socket
+import time
+import types
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+from censorscope.measure.campaign import Campaign
+from censorscope.measure.records import Vantage, build_measurement
+from censorscope.measure.store import DoneKey, JsonlWriter
+from censorscope.measure.targets import ListStats, iter_targets
+from censorscope.probes import registry
+from censorscope.probes.errors import ConfigError, ProbeError, StoreError
+from censorscope.probes.failures import GENERIC_TIMEOUT
+from censorscope.probes.net import Net, split_host_port
+
+log = logging.getLogger(__name__)
+
+SHUFFLE_WINDOW = 4096
+WATCHDOG_FACTOR = 4.0
+WATCHDOG_MIN = 30.0
+DEFAULT_PROBE_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Retest:
+    """A confirmation measurement a ``Confirmer`` asks for."""
+
+    probe: str
+    target: str
+    options: dict[str, Any] = field(default_factory=dict)  # overrides of the probe's Options fields
+    delay: float = 0.0  # seconds to wait after the measurement that triggered it
+    reason: str = ""
+
+
+@runtime_checkable
+class ControlProvider(Protocol):
+    """Measures the same thing from an uncensored vantage (the control helper)."""
+
+    async def control_for(self, probe: str, target: str, options: Any) -> dict[str, Any] | None:
+        """The control measurement (stored in ``control``), or None when there is none."""
+        ...
+
+
+@runtime_checkable
+class Confirmer(Protocol):
+    """Decides whether a measurement deserves confirmation re-tests."""
+
+    def retests(self, measurement: dict[str, Any]) -> list[Retest]:
+        """Re-tests to run for ``measurement`` (often none)."""
+        ...
+
+
+class ProgressSink(Protocol):
+    """Where the runner reports progress (a progress bar, log lines, nothing)."""
+
+    def start(self, total: int, already_done: int) -> None:
+        """Called once: units still to measure, and units found done (resume)."""
+        ...
+
+    def advance(self, measurement: dict[str, Any], failed: bool) -> None:
+        """Called after each stored measurement."""
+        ...
+
+
+class DiskGuardLike(Protocol):
+    """Checks free space before each write (``censorscope.measure.diskguard.DiskGuard``)."""
+
+    def check(self, about_to_write: int = 0) -> None:
+        """Raise ``StoreError`` when the reserve would be eaten."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """One thing to measure."""
+
+    probe: str
+    target: str
+    repetition: int
+    resolver: str | None
+    url: str
+    category: str | None
+
+    @property
+    def key(self) -> DoneKey:
+        """Its identity in the done-set."""
+        return (self.probe, self.target, self.repetition, self.resolver)
+
+
+@dataclass
+class RunSummary:
+    """What a run did."""
+
+    run_id: str
+    path: Path
+    planned: int = 0  # units of the whole campaign
+    already_done: int = 0  # units found in the store (resume)
+    measured: int = 0  # first attempts stored by this process
+    retests: int = 0
+    failed: int = 0  # measurements with at least one failure (or a runner/probe error)
+    per_probe: Counter[str] = field(default_factory=Counter)
+    per_failure: Counter[str] = field(default_factory=Counter)
+    runtime: float = 0.0
+    stopped: str | None = None  # why the run stopped early (None: it finished)
+    list_stats: ListStats | None = None
+
+    @property
+    def complete(self) -> bool:
+        """True when every planned unit is now stored."""
+        return self.stopped is None and self.already_done + self.measured >= self.planned
+
+
+def first_failure(measurement: dict[str, Any]) -> str | None:
+    """The failure that characterises a measurement (runner/probe errors first, then observations)."""
+    ann = measurement.get("annotations") or {}
+    if ann.get("runner_failure"):
+        return str(ann["runner_failure"])
+    if ann.get("probe_error"):
+        return "probe_error"
+    for o in measurement.get("observations") or []:
+        if o.get("failure"):
+            return str(o["failure"])
+    return None
+
+
+def load_probes(names: list[str]) -> dict[str, types.ModuleType]:
+    """Import the probe modules of ``names`` through the registry (UnknownProbe if absent)."""
+    modules: dict[str, types.ModuleType] = {}
+    for name in names:
+        try:
+            modules[name] = registry.load(name)
+        except ModuleNotFoundError as e:
+            raise ConfigError(f"probe {name!r} is registered but not installed ({e.name})") from None
+    return modules
+
+
+def server_of(target: str, url: str) -> str:
+    """The server a unit talks to, for the per-server limit: the host of the input."""
+    host = urlsplit(url).hostname
+    if host:
+        return host
+    try:
+        return split_host_port(target, 0)[0]
+    except ValueError:
+        return target
+
+
+def _option_fields(module: types.ModuleType) -> set[str]:
+    return {f.name for f in dataclasses.fields(module.Options)}
+
+
+class Runner:
+    """Runs one campaign run (new or resumed) into one JSONL writer.
+
+    ``probes`` maps probe names to modules (default: loaded from the registry);
+    tests inject fake probe modules here. ``net_factory(resolver)`` builds the
+    ``Net`` given to probes.
+    """
+
+    def __init__(
+        self,
+        campaign: Campaign,
+        writer: JsonlWriter,
+        run_id: str,
+        *,
+        done: set[DoneKey] | None = None,
+        probes: Mapping[str, types.ModuleType] | None = None,
+        control: ControlProvider | None = None,
+        confirm: Confirmer | None = None,
+        progress: ProgressSink | None = None,
+        disk_guard: DiskGuardLike | None = None,
+        net_factory: Any = None,
+    ) -> None:
+        self.campaign = campaign
+        self.writer = writer
+        self.run_id = run_id
+        self.done = done if done is not None else set()
+        self.modules = dict(probes) if probes is not None else load_probes(campaign.probes)
+        self.control = control
+        self.confirm = confirm
+        self.progress = progress
+        self.disk_guard = disk_guard
+        self._net_factory = net_factory or (lambda resolver: Net(resolver=resolver))
+        self._nets: dict[str | None, Net] = {}
+        self._servers: dict[str, list[Any]] = {}  # host -> [semaphore, users]
+        self._retest_tasks: set[asyncio.Task[None]] = set()
+        self._local_ip_cache: dict[str, str | None] = {}
+        self._options_cache: dict[tuple[str, str | None], Any] = {}
+        self._fatal: BaseException | None = None
+        self._check_probes()
+        self.summary = RunSummary(run_id=run_id, path=writer.path)
+
+    # --- set-up ---------------------------------------------------------------
+    def _check_probes(self) -> None:
+        for name in self.campaign.probes:
+            if name not in self.modules:
+                raise ConfigError(f"probe {name!r} is not loaded")
+            module = self.modules[name]
+            if not callable(getattr(module, "target_from_url", None)):
+                raise ConfigError(f"probe {name!r} cannot take list entries (it has no target_from_url)")
+            unknown = set(self.campaign.probe_options.get(name, {})) - _option_fields(module)
+            if unknown:
+                raise ConfigError(
+                    f"unknown option(s) {', '.join(sorted(unknown))} for probe {name!r} "
+                    f"(known: {', '.join(sorted(_option_fields(module)))})"
+                )
+        extra = set(self.campaign.probe_options) - set(self.campaign.probes)
+        if extra:
+            raise ConfigError(f"[probe.{sorted(extra)[0]}] options given for a probe that is not run")
+        for name in self.campaign.probes:
+            for resolver in self._resolvers_for(name):
+                self._options_cache[(name, resolver)] = self.options_for(name, resolver, {})
+
+    def _resolvers_for(self, probe: str) -> list[str | None]:
+        if self.campaign.resolvers and "resolver" in _option_fields(self.modules[probe]):
+            return list(self.campaign.resolvers)
+        return [None]
+
+    def options_for(self, probe: str, resolver: str | None, overrides: dict[str, Any]) -> Any:
+        """The probe's Options: campaign defaults, [probe.NAME] table, then ``overrides``."""
+        module = self.modules[probe]
+        fields = _option_fields(module)
+        kwargs: dict[str, Any] = {}
+        if self.campaign.timeout is not None and "timeout" in fields:
+            kwargs["timeout"] = self.campaign.timeout
+        if resolver is not None and "resolver" in fields:
+            kwargs["resolver"] = resolver
+        kwargs.update(self.campaign.probe_options.get(probe, {}))
+        unknown = set(overrides) - fields
+        if unknown:
+            raise ConfigError(f"re-test overrides unknown option(s) {sorted(unknown)} of probe {probe!r}")
+        kwargs.update(overrides)
+        try:
+            return module.Options(**kwargs)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"bad options for probe {probe!r}: {e}") from None
+
+    # --- the plan ---------------------------------------------------------------
+    def iter_units(self, stats: ListStats | None = None) -> Iterator[Unit]:
+        """Every unit of the campaign in run order (deterministic for a seed)."""
+        c = self.campaign
+        seed = c.seed if c.seed is not None else 0
+        for rep in range(c.repeat):
+            seen: set[tuple[str, str]] = set()
+            window: list[Unit] = []
+            chunk = 0
+            targets = iter_targets(c.lists, c.urls, strict=c.strict, stats=stats if rep == 0 else None)
+            for t in targets:
+                for probe in c.probes:
+                    target = self.modules[probe].target_from_url(t.url)
+                    if target is None or (probe, target) in seen:
+                        continue
+                    seen.add((probe, target))
+                    for resolver in self._resolvers_for(probe):
+                        window.append(Unit(probe, target, rep, resolver, t.url, t.category_code))
+                if len(window) >= SHUFFLE_WINDOW:
+                    random.Random(f"{seed}:{rep}:{chunk}").shuffle(window)
+                    yield from window
+                    window, chunk = [], chunk + 1
+            random.Random(f"{seed}:{rep}:{chunk}").shuffle(window)
+            yield from window
+
+    def count_units(self) -> tuple[int, int, ListStats]:
+        """(planned units, of which already done, list statistics): one streaming pass."""
+        stats = ListStats()
+        planned = done = 0
+        for u in self.iter_units(stats):
+            planned += 1
+            if u.key in self.done:
+                done += 1
+        return planned, done, stats
+
+    # --- running ----------------------------------------------------------------
+    async def run(self, stop: asyncio.Event | None = None) -> RunSummary:
+        """Measure every unit not yet done; stop early (in-flight ones finish) when ``stop`` is set."""
+        stop = stop or asyncio.Event()
+        t0 = time.monotonic()
+        s = self.summary
+        s.planned, s.already_done, s.list_stats = self.count_units()
+        if self.progress:
+            self.progress.start(s.planned - s.already_done, s.already_done)
+        queue: asyncio.Queue[Unit | None] = asyncio.Queue(maxsize=2 * self.campaign.concurrency)
+        workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.campaign.concurrency)]
+        try:
+            for unit in self.iter_units():
+                if stop.is_set() or s.stopped:
+                    s.stopped = s.stopped or "interrupted"
+                    break
+                if unit.key in self.done:
+                    continue
+                if self._fatal is not None:
+                    break
+                await queue.put(unit)
+            for _ in workers:
+                await queue.put(None)
+            await asyncio.gather(*workers)
+            while self._retest_tasks and self._fatal is None:
+                if stop.is_set():
+                    for task in self._retest_tasks:
+                        task.cancel()
+                await asyncio.gather(*list(self._retest_tasks), return_exceptions=True)
+        finally:
+            for w in workers:
+                w.cancel()
+            for task in self._retest_tasks:
+                task.cancel()
+            s.runtime = time.monotonic() - t0
+        if self._fatal is not None:
+            raise self._fatal
+        return s
+
+    async def _worker(self, queue: asyncio.Queue[Unit | None]) -> None:
+        # A worker never dies early: after a fatal error (the store failed) it keeps
+        # draining the queue so the producer cannot block on a full queue.
+        while True:
+            unit = await queue.get()
+            if unit is None:
+                return
+            if self.summary.stopped or self._fatal is not None:
+                continue  # stop starting new measurements
+            try:
+                options = self._options_cache[(unit.probe, unit.resolver)]
+                m = await self._measure(unit, options, attempt=0, annotations={})
+                self._store(m, first=True)
+                self.done.add(unit.key)
+                if self.confirm is not None:
+                    self._schedule_retests(unit, m)
+            except Exception as e:
+                self._fatal = self._fatal or e
+
+    def _server_slot(self, host: str) -> Any:
+        entry = self._servers.get(host)
+        if entry is None:
+            entry = self._servers[host] = [asyncio.Semaphore(self.campaign.per_server), 0]
+        return entry
+
+    async def _measure(self, unit: Unit, options: Any, *, attempt: int, annotations: dict[str, Any]) -> dict[str, Any]:
+        module = self.modules[unit.probe]
+        host = server_of(unit.target, unit.url)
+        entry = self._server_slot(host)
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                return await self._measure_now(module, unit, options, attempt, annotations)
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._servers[host]  # bounded: only servers with work in flight are kept
+
+    async def _measure_now(
+        self, module: types.ModuleType, unit: Unit, options: Any, attempt: int, annotations: dict[str, Any]
+    ) -> dict[str, Any]:
+        net = self._nets.get(unit.resolver)
+        if net is None:
+            net = self._nets[unit.resolver] = self._net_factory(unit.resolver)
+        ann: dict[str, Any] = {"url": unit.url}
+        if unit.category:
+            ann["category_code"] = unit.category
+        ann.update(annotations)
+        timeout = float(getattr(options, "timeout", None) or DEFAULT_PROBE_TIMEOUT)
+        watchdog = max(WATCHDOG_MIN, WATCHDOG_FACTOR * timeout)
+        start = time.time()
+        t0 = time.monotonic()
+        control_task = (
+            asyncio.create_task(self._control(unit.probe, unit.target, options)) if self.control else None
+        )
+        observations: list[dict[str, Any]] = []
+        try:
+            obs = await asyncio.wait_for(module.measure(unit.target, net, options), watchdog)
+            observations = [o.to_dict() for o in obs]
+        except ProbeError as e:
+            ann["probe_error"] = f"{type(e).__name__}: {e}"
+        except TimeoutError:
+            ann["runner_failure"] = GENERIC_TIMEOUT
+            ann["runner_detail"] = f"probe still running after the {watchdog:.0f} s watchdog"
+        except Exception as e:  # a bug in a probe: keep it visible, keep the campaign going
+            log.error("probe %s crashed on %s", unit.probe, unit.target, exc_info=True)
+            ann["probe_error"] = f"bug: {type(e).__name__}: {e}"
+        runtime = time.monotonic() - t0
+        control = None
+        if control_task is not None:
+            control, control_error = await control_task
+            if control_error:
+                ann["control_error"] = control_error
+        return build_measurement(
+            probe=module.NAME, probe_version=getattr(module, "VERSION", "0"), input=unit.target,
+            start_time=start, runtime=runtime, observations=observations, campaign=self.campaign.name,
+            run_id=self.run_id, repetition=unit.repetition, attempt=attempt,
+            vantage=self._vantage(unit.resolver, observations), control=control, annotations=ann,
+        )
+
+    async def _control(self, probe: str, target: str, options: Any) -> tuple[dict[str, Any] | None, str | None]:
+        assert self.control is not None
+        try:
+            return await self.control.control_for(probe, target, options), None
+        except Exception as e:  # a failing control must not lose the measurement itself
+            return None, f"{type(e).__name__}: {e}"
+
+    def _vantage(self, resolver: str | None, observations: list[dict[str, Any]]) -> Vantage:
+        v = self.campaign.vantage
+        ip = None
+        if self.campaign.store_vantage_ip:
+            ip = self._local_ip(observations)
+        return Vantage(cc=v.cc, asn=v.asn, network=v.network, resolver=resolver, ip=ip)
+
+    def _local_ip(self, observations: list[dict[str, Any]]) -> str | None:
+        """This host's address on the route to the first peer seen (only with store_vantage_ip).
+
+        A UDP socket's connect() picks the source address without sending a
+        packet. Behind NAT this is the private address.
+        """
+        peer = next((o.get("ip") for o in observations if o.get("ip")), None)
+        if peer is None:
+            peer = next((o.get("resolver") for o in observations if o.get("resolver")), None)
+            if isinstance(peer, str):
+                try:
+                    peer = split_host_port(peer, 53)[0]
+                except ValueError:
+                    peer = None
+        if not isinstance(peer, str):
+            return None
+        if peer not in self._local_ip_cache:
+            if len(self._local_ip_cache) > 4096:
+                self._local_ip_cache.clear()
+            family = socket.AF_INET6 if ":" in peer else socket.AF_INET
+            try:
+                with socket.socket(family, socket.SOCK_DGRAM) as s:
+                    s.connect((peer, 9))
+                    self._local_ip_cache[peer] = s.getsockname()[0]
+            except OSError:
+                self._local_ip_cache[peer] = None
+        return self._local_ip_cache[peer]
+
+    def _store(self, m: dict[str, Any], *, first: bool) -> None:
+        s = self.summary
+        if self.disk_guard is not None and not s.stopped:
+            try:
+                self.disk_guard.check(4096)
+            except StoreError as e:
+                s.stopped = str(e)  # stop starting new work; in-flight results still fit the reserve
+        self.writer.write(m)
+        failure = first_failure(m)
+        if first:
+            s.measured += 1
+        else:
+            s.retests += 1
+        s.per_probe[m["probe"]] += 1
+        s.per_failure[failure or "ok"] += 1
+        if failure:
+            s.failed += 1
+        if self.progress and first:
+            self.progress.advance(m, failure is not None)
+
+    # --- confirmation re-tests ------------------------------------------------
+    def _schedule_retests(self, unit: Unit, m: dict[str, Any]) -> None:
+        assert self.confirm is not None
+        retests = self.confirm.retests(m)
+        if not retests:
+            return
+        task = asyncio.create_task(self._run_retests(unit, m["measurement_id"], retests))
+        self._retest_tasks.add(task)
+        task.add_done_callback(self._retest_tasks.discard)
+
+    async def _run_retests(self, unit: Unit, first_id: str, retests: list[Retest]) -> None:
+        for attempt, rt in enumerate(retests, 1):
+            if rt.delay > 0:
+                await asyncio.sleep(rt.delay)
+            if self.summary.stopped:
+                return
+            if rt.probe not in self.modules:
+                self.modules[rt.probe] = registry.load(rt.probe)
+            options = self.options_for(rt.probe, unit.resolver, rt.options)
+            runit = dataclasses.replace(unit, probe=rt.probe, target=rt.target)
+            ann = {"confirms": first_id, "retest_reason": rt.reason}
+            if rt.options:
+                ann["retest_options"] = rt.options
+            m = await self._measure(runit, options, attempt=attempt, annotations=ann)
+            self._store(m, first=False)
+
+
+def summary_lines(s: RunSummary) -> list[str]:
+    """A human summary of a run, one fact per line."""
+    rate = s.measured / s.runtime if s.runtime > 0 else 0.0
+    lines = [
+        f"run {s.run_id}: {s.measured} measured this time, {s.already_done} already done, "
+        f"{s.planned} planned; {s.retests} re-tests; {s.failed} with failures; "
+        f"{s.runtime:.1f} s ({rate:.1f}/s)",
+    ]
+    if s.list_stats is not None:
+        ls = s.list_stats
+        lines.append(f"targets: {ls.valid} valid, {ls.invalid} invalid lines skipped, {ls.duplicates} duplicates")
+    lines.append("per probe: " + ", ".join(f"{k}={v}" for k, v in sorted(s.per_probe.items())) if s.per_probe
+                 else "per probe: -")
+    if s.per_failure:
+        lines.append("outcomes: " + ", ".join(f"{k}={v}" for k, v in s.per_failure.most_common()))
+    if s.stopped:
+        lines.append(f"stopped early: {s.stopped}")
+    lines.append(f"results: {s.path}")
+    return lines
+
