@@ -16,6 +16,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 #: Environment variable naming a PEM file of extra trust anchors (the lab CA).
 EXTRA_CA_ENV = "CENSORSCOPE_EXTRA_CA"
@@ -102,6 +103,38 @@ class Net:
         if alpn:
             ctx.set_alpn_protocols(alpn)
         return ctx
+
+    def http_transport(self, *, ssl_context: ssl.SSLContext, pins: dict[str, str] | None = None) -> Any:
+        """An ``httpx.AsyncBaseTransport`` that opens a fresh connection per request.
+
+        ``pins`` maps a host name to the IP address to connect to instead of
+        resolving it; the Host header and the SNI stay the URL's. Hosts not in
+        ``pins`` are resolved by the system resolver (getaddrinfo), as any
+        HTTP client would. Tests may return ``httpx.MockTransport`` instead.
+        """
+        import httpcore
+        import httpx
+
+        transport = httpx.AsyncHTTPTransport(verify=ssl_context, retries=0,
+                                             limits=httpx.Limits(max_keepalive_connections=0))
+        if pins:
+            inner = httpcore.AnyIOBackend()
+
+            class PinnedBackend(httpcore.AsyncNetworkBackend):
+                async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                                      local_address: str | None = None, socket_options: Any = None) -> Any:
+                    return await inner.connect_tcp(pins.get(host, host), port, timeout=timeout,
+                                                   local_address=local_address, socket_options=socket_options)
+
+                async def sleep(self, seconds: float) -> None:
+                    await inner.sleep(seconds)
+
+            # httpx has no public hook for the connection backend: swap its pool for
+            # an identical one built on the pinned backend (tests/net/test_http.py
+            # proves the pin, so an httpx upgrade that breaks this fails loudly).
+            transport._pool = httpcore.AsyncConnectionPool(
+                ssl_context=ssl_context, max_keepalive_connections=0, retries=0, network_backend=PinnedBackend())
+        return transport
 
     def udp_socket(self, family: int) -> socket.socket:
         """A non-blocking UDP socket of ``family`` (AF_INET / AF_INET6)."""

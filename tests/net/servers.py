@@ -298,7 +298,7 @@ async def garbage_on_data(reader: asyncio.StreamReader, writer: asyncio.StreamWr
 # --------------------------------------------------------------------------- HTTP
 
 
-def test_page() -> bytes:
+def page_body() -> bytes:
     """The body of ``/``: a small HTML page with ``TEST_TITLE``."""
     filler = "".join(f"<p>line {i}</p>\n" for i in range(400))
     return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{TEST_TITLE}</title></head>\n"
@@ -339,7 +339,7 @@ def http_app(log: HttpRequestLog) -> Handler:
             writer.write(("\r\n".join(hdr) + "\r\n\r\n").encode())
 
         if target == "/":
-            body = test_page()
+            body = page_body()
             start("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))])
             writer.write(body)
         elif target in ("/redirect", "/loop/a", "/loop/b"):

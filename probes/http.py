@@ -1,0 +1,221 @@
+"""Probe ``http``: GET a URL, following redirects by hand, and record every hop.
+
+One ``http_round_trip`` observation. Redirects are followed one by one so that
+each response is kept in ``hops`` (``{url, status, headers, location,
+address}``); the final response adds ``status``, ``headers``, ``body_length``,
+``body_sha256``, ``body_truncated``, ``body_head`` and ``title``.
+
+Limits that keep a hostile or broken server from holding the probe:
+``--timeout`` bounds the *whole* measurement (all hops and the body; a timeout
+is ``generic_timeout_error`` and keeps what was read), ``--max-body-bytes``
+bounds the body (reaching it sets ``body_truncated: true``; that is not a
+failure, the hash and length then cover the bytes read), ``--max-redirects``
+bounds the chain (one more redirect is ``http_too_many_redirects``, all hops
+kept).
+
+Every measurement uses a fresh client and a new connection per request, so
+no state leaks between measurements. HTTPS is verified against the system
+store plus ``Net.ca_file``; a verification failure is the failure of the
+round trip (``ssl_*``); the ``tls`` probe records the certificate itself.
+
+``--address IP`` connects to that IP instead of resolving the URL's host
+(Host header and SNI stay the URL's): the ``web`` probe uses it to fetch over
+the address its own DNS step found. Without it the system resolver is used,
+as any HTTP client would; redirects to other hosts are always resolved so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import hashlib
+import html
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+from censorscope.probes.errors import InvalidTarget
+from censorscope.probes.failures import HTTP_TOO_MANY_REDIRECTS
+from censorscope.probes.net import Net, format_host_port
+from censorscope.probes.observation import Observation, Recorder
+
+NAME = "http"
+VERSION = "1"
+SUMMARY = "GET a URL: every redirect hop, final status, headers, body hash/length/title (bounded size and time)."
+TARGET_HELP = "URL"
+
+#: What we send: a common browser's headers, so servers answer as they would to users.
+REQUEST_HEADERS = [
+    ("User-Agent", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                   "Chrome/124.0.0.0 Safari/537.36"),
+    ("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+    ("Accept-Language", "en-US,en;q=0.9"),
+    ("Accept-Encoding", "gzip, deflate"),
+]
+_PORTS = {"http": 80, "https": 443}
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_TITLE = re.compile(rb"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
+#: bytes of a redirect's body we read (and drop) before following it
+_REDIRECT_BODY_CAP = 64 * 1024
+
+
+@dataclass
+class Options:
+    """Options of the http probe (each becomes a CLI option)."""
+
+    address: str | None = field(default=None, metadata={
+        "help": "Connect to this IP address instead of resolving the URL's host (Host header and SNI unchanged)."})
+    timeout: float = field(default=15.0, metadata={
+        "help": "Seconds for the whole measurement: every redirect, the headers and the body."})
+    max_redirects: int = field(default=10, metadata={"help": "Redirects to follow before http_too_many_redirects."})
+    max_body_bytes: int = field(default=1024 * 1024, metadata={
+        "help": "Stop reading the final body after this many bytes (body_truncated: true)."})
+    body_head_kib: int = field(default=4, metadata={"help": "KiB of the final body kept as text in body_head."})
+
+
+def check_url(url: str) -> str:
+    """The URL if it is an absolute http(s) URL with a host; ``InvalidTarget`` otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidTarget(f"expected an http:// or https:// URL with a host, got {url!r}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise InvalidTarget(f"bad port in {url!r}: {exc}") from None
+    return url
+
+
+def _check_address(address: str) -> str:
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        raise InvalidTarget(f"--address must be an IP literal, got {address!r}") from None
+
+
+def _headers(response: Any) -> list[list[str]]:
+    return [[k.decode("latin-1"), v.decode("latin-1")] for k, v in response.headers.raw]
+
+
+def _peer(response: Any) -> str | None:
+    stream = response.extensions.get("network_stream")
+    peer = stream.get_extra_info("server_addr") if stream is not None else None
+    return format_host_port(peer[0], peer[1]) if peer else None
+
+
+def _charset(response: Any) -> str:
+    name = response.charset_encoding or "utf-8"
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return "utf-8"
+
+
+def extract_title(body: bytes, charset: str = "utf-8") -> str | None:
+    """The text of the first ``<title>`` in ``body``, unescaped, whitespace collapsed."""
+    m = _TITLE.search(body)
+    if m is None:
+        return None
+    text = html.unescape(m.group(1).decode(charset, errors="replace"))
+    return " ".join(text.split())[:512]
+
+
+class _Final:
+    """The final response as it is being read (kept when a failure interrupts it)."""
+
+    def __init__(self, response: Any, head_bytes: int) -> None:
+        self.status = response.status_code
+        self.headers = _headers(response)
+        self.charset = _charset(response)
+        self.head_bytes = head_bytes
+        self.body = bytearray()
+        self.truncated = False
+
+    def fields(self) -> dict[str, Any]:
+        body = bytes(self.body)
+        return {
+            "status": self.status, "headers": self.headers, "body_length": len(body),
+            "body_sha256": hashlib.sha256(body).hexdigest(), "body_truncated": self.truncated,
+            "body_head": body[: self.head_bytes].decode(self.charset, errors="replace"),
+            "title": extract_title(body, self.charset),
+        }
+
+
+async def _read_body(response: Any, sink: bytearray, cap: int) -> bool:
+    """Append up to ``cap`` body bytes to ``sink``; True when the cap cut the body short."""
+    async for chunk in response.aiter_bytes():
+        room = cap - len(sink)
+        if len(chunk) > room:
+            sink += chunk[:room]
+            return True
+        sink += chunk
+    return False
+
+
+async def round_trip(
+    net: Net, rec: Recorder, url: str, *, address: str | None = None, timeout: float = 15.0,
+    max_redirects: int = 10, max_body_bytes: int = 1024 * 1024, body_head_bytes: int = 4096,
+    parent_id: int | None = None,
+) -> Observation:
+    """GET ``url`` (following redirects by hand) and record one ``http_round_trip``."""
+    import httpx  # heavy: only when HTTP is measured
+
+    step = rec.begin("http_round_trip", parent_id, url=url, method="GET",
+                     request_headers=[list(h) for h in REQUEST_HEADERS])
+    hops: list[dict[str, Any]] = []
+    final: _Final | None = None
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    pinned = format_host_port(address, parts.port or _PORTS[parts.scheme]) if address else None
+    transport = net.http_transport(ssl_context=net.tls_context(verify=True),
+                                   pins={host: address} if address else None)
+    client = httpx.AsyncClient(transport=transport, headers=REQUEST_HEADERS, follow_redirects=False,
+                               timeout=httpx.Timeout(timeout), trust_env=False)
+
+    def partial() -> dict[str, Any]:
+        # without a pin, the address is the one the first request actually reached
+        reached = pinned or (hops[0]["address"] if hops else None)
+        return {"address": reached, "hops": hops, **(final.fields() if final else {})}
+
+    try:
+        async with client, asyncio.timeout(timeout):
+            current = url
+            while True:
+                response = await client.send(client.build_request("GET", current), stream=True)
+                try:
+                    location = response.headers.get("location")
+                    hops.append({"url": current, "status": response.status_code, "headers": _headers(response),
+                                 "location": location, "address": _peer(response)})
+                    if response.status_code in _REDIRECTS and location is not None:
+                        await _read_body(response, bytearray(), _REDIRECT_BODY_CAP)
+                        if len(hops) > max_redirects:
+                            return step.fail(HTTP_TOO_MANY_REDIRECTS, **partial())
+                        current = urljoin(current, location)
+                        continue
+                    final = _Final(response, body_head_bytes)
+                    final.truncated = await _read_body(response, final.body, max_body_bytes)
+                    return step.ok(**partial())
+                finally:
+                    await response.aclose()
+    except Exception as exc:  # noqa: BLE001 - every network failure is data
+        return step.fail(exc, **partial())
+
+
+async def measure(target: str, net: Net, options: Options) -> list[Observation]:
+    """GET ``target`` and return its single ``http_round_trip`` observation."""
+    url = check_url(target)
+    address = _check_address(options.address) if options.address else None
+    rec = Recorder(net.clock)
+    await round_trip(net, rec, url, address=address, timeout=options.timeout,
+                     max_redirects=options.max_redirects, max_body_bytes=options.max_body_bytes,
+                     body_head_bytes=options.body_head_kib * 1024)
+    return rec.observations
+
+
+def target_from_url(url: str) -> str | None:
+    """Campaign input -> target: any http(s) URL is measured as itself."""
+    try:
+        return check_url(url)
+    except InvalidTarget:
+        return None
