@@ -1,0 +1,1 @@
+"""Censor behaviours, one module each; the registry is ``censorscope.lab.censor.registry``."""
