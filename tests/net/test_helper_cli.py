@@ -1,0 +1,76 @@
+"""``censorscope helper serve`` as a real process on 127.0.0.1 (random port)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from censorscope.measure.cli import cli
+
+pytestmark = pytest.mark.net
+
+EXE = Path(sys.executable).with_name("censorscope")
+
+
+@pytest.fixture
+def serve():
+    procs: list[subprocess.Popen] = []
+
+    def start(*args: str, env: dict | None = None) -> tuple[str, subprocess.Popen]:
+        p = subprocess.Popen([str(EXE), "helper", "serve", "--listen", "127.0.0.1:0", *args],
+                             stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+        procs.append(p)
+        line = p.stderr.readline()
+        m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
+        assert m, line
+        return m.group(1), p
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def test_serve_end_to_end(serve):
+    url, proc = serve("--allow", "127.0.0.0/8", env={"CENSORSCOPE_HELPER_TOKEN": "tok"})
+    with httpx.Client(trust_env=False, timeout=30) as c:
+        assert c.get(url + "/v1/health").status_code == 200
+        assert c.get(url + "/v1/whoami").status_code == 401  # token taken from the environment
+        auth = {"Authorization": "Bearer tok"}
+        assert c.get(url + "/v1/whoami", headers=auth).json()["ip"] == "127.0.0.1"
+        r = c.post(url + "/v1/measure", headers=auth, json={"probe": "tcp", "target": "10.0.0.1:80"})
+        assert r.status_code == 403
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=15)
+    logged = [ln for ln in err.splitlines() if ln.startswith("{")]
+    assert any('"outcome":"refused"' in ln and '"target":"10.0.0.1:80"' in ln for ln in logged)
+    assert "tok" not in err.replace("token", "")
+
+
+def test_serve_rejects_bad_flags():
+    runner = CliRunner()
+    assert runner.invoke(cli, ["helper", "serve", "--allow", "not-a-net"]).exit_code == 2
+    assert runner.invoke(cli, ["helper", "serve", "--listen", "nohost"]).exit_code == 2
+    r = runner.invoke(cli, ["helper", "serve", "--resolver", "dns.example.test"])
+    assert r.exit_code == 2
+
+
+def test_help():
+    runner = CliRunner()
+    for args in (["helper", "--help"], ["helper", "serve", "--help"]):
+        r = runner.invoke(cli, args)
+        assert r.exit_code == 0 and "Usage" in r.output
+    assert "--allow" in runner.invoke(cli, ["helper", "serve", "--help"]).output
