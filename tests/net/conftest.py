@@ -9,7 +9,7 @@ Fixtures (session scope marked *):
 - ``pki``*            TestPKI: ``ca`` (trust this), ``valid``/``expired``/``wrong_name``/``untrusted`` CertFiles
 - ``server_loop``*    ServerLoop running the servers
 - ``net``             ``Net(ca_file=pki.ca)``: trusts the test CA (plus the system store)
-- ``start_server``    factory ``start_server(handler, tls=None) -> TcpServer``
+- ``start_server``    factory ``start_server(handler, tls=None, host="127.0.0.1", port=0) -> TcpServer``
 - ``http_site``       Site: plain HTTP ``http_app`` (``site.url("/redirect")``, ``site.log.requests``)
 - ``https_site``      Site: the same app over TLS with the valid certificate (``site.sni`` logs SNIs)
 - ``tls_site``        factory ``tls_site("expired" | "wrong_name" | "untrusted" | "valid") -> Site``
@@ -66,12 +66,11 @@ def net(pki: TestPKI) -> Net:
 def start_server(server_loop: ServerLoop) -> Iterator[Callable[..., TcpServer]]:
     started: list[TcpServer | DnsServer] = []
 
-    def start(handler: Handler, tls: object = None) -> TcpServer:
-        srv = server_loop.run(TcpServer(handler, tls).start())  # type: ignore[arg-type]
+    def start(handler: Handler, tls: object = None, host: str = "127.0.0.1", port: int = 0) -> TcpServer:
+        srv = server_loop.run(TcpServer(handler, tls, host, port).start())  # type: ignore[arg-type]
         started.append(srv)
         return srv
 
-    start.started = started  # type: ignore[attr-defined]
     yield start
     for srv in started:
         server_loop.run(srv.stop())

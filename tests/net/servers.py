@@ -216,18 +216,19 @@ class TcpServer:
     ``Server.close`` leaves accepted connections open).
     """
 
-    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
         self.handler = handler
         self.tls = tls
-        self.host = "127.0.0.1"
-        self.port = 0
+        self.host = host
+        self.port = port
         self.connections = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> TcpServer:
         """Listen; ``port`` is set afterwards."""
-        self._server = await asyncio.start_server(self._run, self.host, 0, ssl=self.tls)
+        self._server = await asyncio.start_server(self._run, self.host, self.port, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
