@@ -20,7 +20,7 @@ import socket
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from censorscope.probes.errors import ConfigError, InvalidTarget
 from censorscope.probes.failures import GENERIC_TIMEOUT, classify
@@ -60,7 +60,11 @@ def parse_target(target: str, scheme: str, default_port: int) -> Target:
         if parts.scheme != scheme:
             raise InvalidTarget(f"expected a {scheme}:// target, got {target!r}")
         text = parts.netloc
-        params = dict(parse_qsl(parts.query, keep_blank_values=True))
+        # unquote, not unquote_plus: base64 keys (?pubkey=...) contain '+'
+        for pair in parts.query.split("&"):
+            if pair:
+                k, _, v = pair.partition("=")
+                params[unquote(k)] = unquote(v)
     try:
         host, port = split_host_port(text, default_port)
     except ValueError as exc:
