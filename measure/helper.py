@@ -25,7 +25,7 @@ measurement. Safety, in the order a request meets it:
    checks each socket the probe opens;
 6. a concurrency limit and a wall-clock limit on the probe run;
 7. a cap on the response: over-long strings are cut, and an answer still over
-   the total cap has its observations dropped (``failure: response_too_large``).
+   the total cap has its observations dropped (``failure: helper_response_too_large``).
 
 Every request is logged as one JSON line on the ``censorscope.helper`` logger
 (time, client, method, path, status, probe, target, outcome, duration). The
@@ -52,6 +52,7 @@ from starlette.routing import Route
 
 from censorscope import __version__
 from censorscope.measure.helper_policy import (
+    HELPER_PROBES,
     AddressPolicy,
     RefusedDestination,
     check_destinations,
@@ -65,19 +66,15 @@ from censorscope.probes.net import Net, split_host_port
 
 log = logging.getLogger("censorscope.helper")
 
-#: Probes the helper runs: the website techniques (what a control is for).
-HELPER_PROBES = ("dns", "tcp", "tls", "http", "web", "throughput")
-
 #: Upper bounds applied to options of these names, whatever the request says.
 OPTION_CAPS: dict[str, float] = {
-    "timeout": 15.0,
-    "hold_window": 3.0,
-    "max_time": 15.0,
-    "max_bytes": 20 * 1024 * 1024,
-    "max_redirects": 10,
-    "body_head": 64 * 1024,
-    "body_limit": 1024 * 1024,
-    "max_body": 1024 * 1024,
+    "timeout": 15.0,  # every probe's per-operation or total timeout
+    "hold_window": 3.0,  # dns: listening for late (real) answers after an injected one
+    "max_redirects": 10,  # http, web
+    "max_body_bytes": 1024 * 1024,  # http, web: bytes of the body read
+    "body_head_kib": 64,  # http, web: text of the body returned
+    "max_time": 15.0,  # throughput
+    "max_bytes": 20 * 1024 * 1024,  # throughput
 }
 #: Lower bounds (a 1 ms sampling interval would make an enormous answer).
 OPTION_FLOORS: dict[str, float] = {"interval_ms": 20}
@@ -402,7 +399,7 @@ class HelperApp:
         data = orjson.dumps(result)
         if len(data) > self.config.max_response_bytes:
             result["observations"] = []
-            result["failure"] = "response_too_large"
+            result["failure"] = "helper_response_too_large"
             result["response_bytes"] = len(data)
             data = orjson.dumps(result)
         return Response(data, media_type="application/json")

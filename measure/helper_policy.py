@@ -42,6 +42,9 @@ from urllib.parse import urlsplit
 
 from censorscope.probes.net import split_host_port
 
+#: Probes the helper runs: the website techniques (what a control is for).
+HELPER_PROBES = ("dns", "tcp", "tls", "http", "web", "throughput")
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -162,6 +162,31 @@ def test_throughput_caps_clamped_and_huge_body_bounded():
     assert len(r.content) < 2 * 1024 * 1024
 
 
+def test_http_huge_body_is_capped():
+    async def scenario():
+        server = ObjectServer(size=50 * 1024 * 1024)
+        port = await server.start()
+        try:
+            def call():
+                with HelperThread(HelperConfig(allow=["127.0.0.0/8"], **FAST)) as h, client() as c:
+                    return c.post(h.url + "/v1/measure", json={
+                        "probe": "http", "target": f"http://127.0.0.1:{port}/huge",
+                        "options": {"max_body_bytes": 10**12, "body_head_kib": 10**6, "timeout": 30}})
+            return await asyncio.to_thread(call)
+        finally:
+            await server.stop()
+
+    r = asyncio.run(scenario())
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body["clamped_options"]) == {"max_body_bytes", "body_head_kib", "timeout"}
+    (rt,) = [o for o in body["observations"] if o["operation"] == "http_round_trip"]
+    assert rt["status"] == 200 and rt["body_truncated"] is True
+    assert rt["body_length"] <= 1024 * 1024 + 70_000
+    assert len(rt["body_head"]) <= 64 * 1024
+    assert len(r.content) < 300 * 1024
+
+
 def test_total_response_cap_drops_observations():
     with LoopbackListener() as srv:
         request = {"probe": "tcp", "target": f"127.0.0.1:{srv.port}"}
@@ -173,7 +198,7 @@ def test_total_response_cap_drops_observations():
             r = c.post(h.url + "/v1/measure", json=request)
         body = r.json()
         assert r.status_code == 200
-        assert body["failure"] == "response_too_large" and body["observations"] == []
+        assert body["failure"] == "helper_response_too_large" and body["observations"] == []
         assert body["response_bytes"] > cap
 
 
