@@ -1,0 +1,127 @@
+"""Combining attempts, and recognising residual censorship.
+
+**Attempts.** The runner re-tests a suspicious result: later attempts carry
+``attempt`` > 0 and ``annotations.confirms = <first measurement_id>``. Many
+triggers are probabilistic (the GFW resets ~75 % of triggering HTTP requests;
+fully encrypted traffic is blocked with p~0.26), so one group gets one verdict
+from all its attempts:
+
+* a confirmed fingerprint in any attempt decides;
+* two or more attempts with the same blocking method -> ``blocked`` (more
+  attempts, more confidence), even if others got through;
+* one blocked attempt among several that worked -> ``inconclusive`` (chance
+  failures happen; repeat to conclude); a single attempt stands on its own;
+* every attempt down -> ``down``; every attempt ok -> ``ok``; anything else
+  -> ``inconclusive``.
+
+**Residual censorship.** After a trigger, the GFW keeps blocking the
+(client, server, port) triple for 90-180 s (WWW 2021; GFW Report 2020; Wu et
+al. 2023). A failure on the same server and port within
+:data:`RESIDUAL_WINDOW` seconds after *another input* was blocked there is
+evidence of that residual state, not of this input's blocking: the verdict
+becomes ``inconclusive`` with method ``residual`` and says so, unless the
+measurement itself reached the same endpoint with an innocuous name at the
+same time (``self_controlled``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import replace
+from typing import Any
+
+from censorscope.analysis.verdicts.core import (
+    BLOCKED,
+    CONFIRMED,
+    DOWN,
+    INCONCLUSIVE,
+    OK,
+    Measurement,
+    Verdict,
+    inconclusive,
+)
+
+#: longest documented residual-blocking time, seconds (ESNI and FET: 120-180 s)
+RESIDUAL_WINDOW = 180.0
+
+#: methods whose failures a censor's residual state can cause, and that can leave such state
+STATEFUL_METHODS = ("tcp.", "tls.sni_", "http.reset", "http.drop", "fet.", "quic.", "vpn.")
+
+
+def group_key(m: Measurement) -> str:
+    """The measurement id a group of attempts is known by."""
+    return m.confirms or m.id
+
+
+def groups(measurements: list[Measurement]) -> list[list[Measurement]]:
+    """Attempts grouped (first attempt first), groups in order of their first start time."""
+    by: dict[str, list[Measurement]] = defaultdict(list)
+    for m in measurements:
+        by[group_key(m)].append(m)
+    out = [sorted(g, key=lambda m: (m.confirms is not None, m.attempt, m.start or 0.0)) for g in by.values()]
+    return sorted(out, key=lambda g: min((m.start or 0.0) for m in g))
+
+
+def combine_attempts(ms: list[Measurement], vs: list[Verdict]) -> Verdict:
+    """One verdict for a group of attempts (see the module docstring)."""
+    if len(vs) == 1:
+        return vs[0]
+    n = len(vs)
+    confirmed = [v for v in vs if v.verdict == BLOCKED and v.confidence >= CONFIRMED]
+    if confirmed:
+        return _with_count(confirmed[0], f"attempt evidence: {_tally(ms, vs)}")
+    blocked_by: Counter[str] = Counter(v.method for v in vs if v.verdict == BLOCKED)
+    if blocked_by:
+        method, k = blocked_by.most_common(1)[0]
+        best = max((v for v in vs if v.method == method), key=lambda v: v.confidence)
+        if k >= 2:
+            conf = min(0.95, best.confidence + 0.05 * (k - 1))
+            return replace(best, confidence=round(conf, 3), evidence=(
+                f"{k} of {n} attempts show {method} (probabilistic triggers do not fire every time): "
+                f"{_tally(ms, vs)}. First: {best.evidence}"))
+        return inconclusive(f"Only 1 of {n} attempts shows {method}; the others: {_tally(ms, vs)}. "
+                            f"A single failure may be chance: repeat to conclude. It was: {best.evidence}", 0.5)
+    kinds = {v.verdict for v in vs}
+    if kinds == {DOWN}:
+        return _with_count(max(vs, key=lambda v: v.confidence), f"all {n} attempts down")
+    if kinds == {OK}:
+        return _with_count(min(vs, key=lambda v: v.confidence), f"all {n} attempts ok")
+    return inconclusive(f"The {n} attempts disagree: {_tally(ms, vs)}. First: {vs[0].evidence}",
+                        max(v.confidence for v in vs if v.verdict == INCONCLUSIVE) if INCONCLUSIVE in kinds else 0.4)
+
+
+def _tally(ms: list[Measurement], vs: list[Verdict]) -> str:
+    return ", ".join(f"#{m.attempt} {v.verdict}{' ' + v.method if v.method else ''}" for m, v in zip(ms, vs, strict=True))
+
+
+def _with_count(v: Verdict, note: str) -> Verdict:
+    return v.with_evidence(f"({note})")
+
+
+def _stateful(method: str | None) -> bool:
+    return bool(method) and method.startswith(STATEFUL_METHODS) and not method.startswith("http.blockpage")  # type: ignore[union-attr]
+
+
+class ResidualTracker:
+    """Remembers, per (vantage, endpoint), the last blocking trigger; call in time order."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[Any, str], tuple[float, str, str, str]] = {}
+
+    def check(self, ms: list[Measurement], v: Verdict) -> Verdict:
+        """Turn a failure that follows another input's trigger into ``residual``; then record."""
+        first = ms[0]
+        start = min((m.start for m in ms if m.start is not None), default=None)
+        if v.verdict != BLOCKED or not v.endpoint or start is None or not _stateful(v.method):
+            return v
+        key = (first.vantage_key, v.endpoint)
+        prior = self._last.get(key)
+        if prior and prior[2] != first.input and 0 <= start - prior[0] <= RESIDUAL_WINDOW and not v.self_controlled:
+            t, mid, inp, method = prior
+            return Verdict(INCONCLUSIVE, "residual", 0.4, (
+                f"This failure came {start - t:.0f} s after measurement {mid} ({inp}) was blocked by {method} "
+                f"on the same server and port {v.endpoint}: residual censorship of that server:port "
+                f"(up to {RESIDUAL_WINDOW:.0f} s) explains it, so it is not evidence that this input is blocked. "
+                f"It was: {v.evidence}"), v.endpoint)
+        self._last[key] = (max(m.start or start for m in ms), first.id, first.input, str(v.method))
+        return v

@@ -1,0 +1,81 @@
+"""What the other measurements of a batch tell about one measurement.
+
+Some evidence spans measurements: an address proven to serve a name (a valid
+certificate for it) makes a differing DNS answer a CDN answer, not a forgery;
+a resolver that answers other names makes a timeout for one name suspicious;
+a same-path reference transfer separates throttling from a slow path. The
+engine builds one :class:`Context` per batch and hands it to every rule.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from censorscope.analysis.verdicts.core import Measurement, address_of, ip_of
+
+
+def leaf_sha256(hs: dict[str, Any]) -> str | None:
+    """SHA-256 of the leaf certificate a ``tls_handshake`` saw."""
+    certs = hs.get("peer_certificates") or []
+    return certs[0].get("sha256") if certs and isinstance(certs[0], dict) else None
+
+
+def verified_for_name(hs: dict[str, Any]) -> bool:
+    """True when the handshake's certificate verified, hostname included."""
+    v = hs.get("verification") or {}
+    return bool(v.get("ok")) and v.get("hostname_ok", True) is not False
+
+
+def _answered_names(m: Measurement) -> list[tuple[str, str]]:
+    out = []
+    for q in m.ops("dns_query"):
+        if not q.get("failure") and q.get("addresses"):
+            out.append((str(q.get("resolver")), str(q.get("query_name", "")).lower()))
+    return out
+
+
+class Context:
+    """Cross-measurement facts of one batch (see the module docstring)."""
+
+    def __init__(self, measurements: list[Measurement]) -> None:
+        self.measurements = measurements
+        self.by_id = {m.id: m for m in measurements}
+        self._resolver_names: dict[tuple[Any, str], set[str]] = defaultdict(set)
+        self._validated: dict[str, dict[str, str]] = defaultdict(dict)
+        for m in measurements:
+            for resolver, name in _answered_names(m):
+                self._resolver_names[(m.vantage_key, resolver)].add(name)
+            self._collect_validated(m)
+
+    def _collect_validated(self, m: Measurement) -> None:
+        control_leaves: dict[str, set[str]] = defaultdict(set)
+        for hs in m.control_ops("tls_handshake"):
+            leaf = leaf_sha256(hs)
+            if leaf and not hs.get("failure"):
+                control_leaves[str(hs.get("server_name") or "").lower()].add(leaf)
+        for hs in m.ops("tls_handshake"):
+            name = str(hs.get("server_name") or "").lower()
+            ip = ip_of(address_of(hs))
+            if hs.get("failure") or not name or not ip:
+                continue
+            if verified_for_name(hs):
+                self._validated[name].setdefault(ip, f"{m.probe} measurement {m.id}: certificate valid for {name}")
+            elif leaf_sha256(hs) and leaf_sha256(hs) in control_leaves.get(name, set()):
+                self._validated[name].setdefault(
+                    ip, f"{m.probe} measurement {m.id}: same certificate as the control for {name}")
+
+    def resolver_answers_others(self, m: Measurement, resolver: str | None, name: str | None) -> int:
+        """How many other names the same resolver answered for the same vantage in this batch."""
+        names = self._resolver_names.get((m.vantage_key, str(resolver)), set())
+        return len(names - {str(name or "").lower()})
+
+    def validated(self, name: str | None, ip: str | None) -> str | None:
+        """Why ``ip`` is known to serve ``name`` (from any measurement of the batch), or None."""
+        if not name or not ip:
+            return None
+        return self._validated.get(name.lower(), {}).get(ip)
+
+    def same_vantage(self, m: Measurement) -> list[Measurement]:
+        """Other measurements of the batch from the same vantage and run."""
+        return [o for o in self.measurements if o is not m and o.vantage_key == m.vantage_key]

@@ -1,0 +1,230 @@
+"""The verdict model and a read-only view of one stored measurement.
+
+A **verdict** says what a measurement shows about one input from one vantage:
+
+* ``ok``: it worked, and where a control exists it agrees;
+* ``down``: it failed, and the control (an uncensored vantage) failed the same way;
+* ``blocked``: the signature of a known censorship technique (``method``), with
+  the evidence that shows it;
+* ``inconclusive``: anything else: no control, a failed control, weak or
+  contradictory evidence. A false ``blocked`` can hurt real people, so every
+  rule falls back to this.
+
+Rules read measurements only through :class:`Measurement` and return
+:class:`Verdict` objects; :mod:`censorscope.analysis.verdicts.engine` turns
+them into table rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+#: Version of the whole rule set, stored in every verdict row. Bump it when any
+#: rule changes what it concludes (docs/verdicts.md keeps the history).
+RULES_VERSION = "2026.11.1"
+
+OK = "ok"
+DOWN = "down"
+BLOCKED = "blocked"
+INCONCLUSIVE = "inconclusive"
+VERDICTS = (OK, DOWN, BLOCKED, INCONCLUSIVE)
+
+# Confidence levels shared by the rules, so that "how sure" means the same
+# thing everywhere (docs/verdicts.md, "Confidence").
+CONFIRMED = 0.95   # a known fingerprint (block page, known forged address): OONI's "confirmed"
+STRONG = 0.85      # a clear signature plus an agreeing control
+MODERATE = 0.7     # a signature plus a control, with a plausible benign explanation left
+WEAK = 0.5         # a hint only: never enough for "blocked"
+MIN_BLOCKED = 0.6  # below this a rule must not say "blocked"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One judgement. ``endpoint`` (``IP:PORT``) names the server and port a
+    failure happened on, so later measurements there can be checked for
+    residual censorship; ``self_controlled`` is True when the same measurement
+    reached that endpoint with an innocuous name at the same time (which rules
+    residual state out)."""
+
+    verdict: str
+    method: str | None = None
+    confidence: float = 0.0
+    evidence: str = ""
+    endpoint: str | None = None
+    self_controlled: bool = False
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"unknown verdict {self.verdict!r}")
+        if self.verdict == BLOCKED and (not self.method or self.confidence < MIN_BLOCKED):
+            raise ValueError("a blocked verdict needs a method and confidence >= MIN_BLOCKED")
+
+    def with_evidence(self, extra: str) -> Verdict:
+        """The same verdict with ``extra`` appended to its evidence."""
+        return replace(self, evidence=f"{self.evidence} {extra}".strip())
+
+
+def ok(evidence: str, confidence: float = 0.9) -> Verdict:
+    """An ``ok`` verdict."""
+    return Verdict(OK, None, confidence, evidence)
+
+
+def down(evidence: str, confidence: float = MODERATE) -> Verdict:
+    """A ``down`` verdict: the control failed the same way."""
+    return Verdict(DOWN, None, confidence, evidence)
+
+
+def blocked(method: str, confidence: float, evidence: str, *, endpoint: str | None = None,
+            self_controlled: bool = False) -> Verdict:
+    """A ``blocked`` verdict; falls back to ``inconclusive`` below ``MIN_BLOCKED``."""
+    if confidence < MIN_BLOCKED:
+        return inconclusive(f"{evidence} (too weak for {method})", confidence)
+    return Verdict(BLOCKED, method, confidence, evidence, endpoint, self_controlled)
+
+
+def inconclusive(evidence: str, confidence: float = 0.3, method: str | None = None) -> Verdict:
+    """An ``inconclusive`` verdict (``confidence``: how much the evidence leans to a finding)."""
+    return Verdict(INCONCLUSIVE, method, confidence, evidence)
+
+
+def parse_time(stamp: str | None) -> float | None:
+    """``measurement_start_time`` (ISO 8601, ``Z``) as a POSIX timestamp, or None."""
+    if not stamp:
+        return None
+    try:
+        return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def host_of(value: str | None) -> str | None:
+    """The host name or address inside an input: URL, ``HOST:PORT``, ``[v6]:PORT`` or bare."""
+    if not value:
+        return None
+    if "://" in value:
+        return urlsplit(value).hostname
+    if value.startswith("["):
+        return value[1:].split("]", 1)[0]
+    if value.count(":") == 1:
+        return value.split(":", 1)[0]
+    return value
+
+
+class Measurement:
+    """Read-only access to one stored measurement and its control.
+
+    ``control`` of a stored measurement is null or a dict with at least
+    ``observations`` (same format, made from an uncensored vantage) and maybe
+    ``failure`` (the control helper itself could not run).
+    """
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.record = record
+        self.id: str = str(record.get("measurement_id") or "")
+        self.probe: str = str(record.get("probe") or "")
+        self.input: str = str(record.get("input") or "")
+        self.observations: list[dict[str, Any]] = [o for o in record.get("observations") or [] if isinstance(o, dict)]
+        control = record.get("control")
+        self.control: dict[str, Any] | None = control if isinstance(control, dict) else None
+        self.control_observations: list[dict[str, Any]] = (
+            [o for o in (self.control or {}).get("observations") or [] if isinstance(o, dict)]
+        )
+        self.annotations: dict[str, Any] = record.get("annotations") or {}
+        self.vantage: dict[str, Any] = record.get("vantage") or {}
+        self.attempt: int = int(record.get("attempt") or 0)
+        self.start: float | None = parse_time(record.get("measurement_start_time"))
+        self.host: str | None = host_of(self.input)
+        self._by_id = {o.get("id"): o for o in self.observations}
+
+    # --- observations ---------------------------------------------------
+    def ops(self, operation: str) -> list[dict[str, Any]]:
+        """The measurement's observations of one operation, in order."""
+        return [o for o in self.observations if o.get("operation") == operation]
+
+    def control_ops(self, operation: str) -> list[dict[str, Any]]:
+        """The control's observations of one operation, in order."""
+        return [o for o in self.control_observations if o.get("operation") == operation]
+
+    def obs(self, obs_id: Any) -> dict[str, Any] | None:
+        """The observation with this id."""
+        return self._by_id.get(obs_id)
+
+    def ancestors(self, o: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """The observations ``o`` builds on, nearest first (follows ``parent_id``)."""
+        seen = set()
+        parent = self.obs(o.get("parent_id"))
+        while parent is not None and parent.get("id") not in seen:
+            seen.add(parent.get("id"))
+            yield parent
+            parent = self.obs(parent.get("parent_id"))
+
+    # --- the control ----------------------------------------------------
+    @property
+    def control_state(self) -> str:
+        """``missing`` (no control), ``failed`` (the helper could not run) or ``present``."""
+        if self.control is None:
+            return "missing"
+        if self.control.get("failure"):
+            return "failed"
+        if not self.control_observations:
+            return "missing"
+        return "present"
+
+    def control_note(self) -> str:
+        """Why the control cannot be used, as a phrase for evidence."""
+        if self.control_state == "failed":
+            return f"the control failed to run ({self.control.get('failure')})"  # type: ignore[union-attr]
+        return "there is no control measurement"
+
+    # --- grouping -------------------------------------------------------
+    @property
+    def confirms(self) -> str | None:
+        """The measurement id this one re-tests (``annotations.confirms``), if any."""
+        c = self.annotations.get("confirms")
+        return str(c) if c else None
+
+    @property
+    def vantage_key(self) -> tuple[Any, ...]:
+        """Identifies "the same client" for residual-censorship checks."""
+        v = self.vantage
+        return (v.get("cc"), v.get("asn"), v.get("network"), self.record.get("run_id"))
+
+
+def address_of(o: dict[str, Any]) -> str | None:
+    """``IP:PORT`` of an observation (``address``, or ``ip`` and ``port``)."""
+    if o.get("address"):
+        return str(o["address"])
+    if o.get("ip") and o.get("port") is not None:
+        ip = str(o["ip"])
+        return f"[{ip}]:{o['port']}" if ":" in ip else f"{ip}:{o['port']}"
+    return None
+
+
+def ip_of(address: str | None) -> str | None:
+    """The IP part of ``IP:PORT`` / ``[v6]:PORT`` (or the value when it has no port)."""
+    if not address:
+        return None
+    if address.startswith("["):
+        return address[1:].split("]", 1)[0]
+    if address.count(":") == 1:
+        return address.split(":", 1)[0]
+    return address
+
+
+def find_control(m: Measurement, operation: str, **match: Any) -> list[dict[str, Any]]:
+    """Control observations of ``operation`` whose fields equal ``match`` (None values ignored)."""
+    want = {k: v for k, v in match.items() if v is not None}
+    out = []
+    for o in m.control_ops(operation):
+        if all((address_of(o) if k == "address" else o.get(k)) == v for k, v in want.items()):
+            out.append(o)
+    return out
+
+
+def first(items: Iterable[Any]) -> Any:
+    """The first item, or None."""
+    return next(iter(items), None)

@@ -1,0 +1,123 @@
+"""The verdict engine: rule registry, batch judging, and the verdict table.
+
+``verdicts(measurements)`` judges a batch of stored measurements (dicts, or
+paths to JSONL files and directories) and returns one row per measurement
+group (a first attempt and its re-tests) with the columns in :data:`COLUMNS`.
+Rules are looked up by probe name in :data:`RULES`; ``register`` adds one (the
+VPN and circumvention probes' owners use it for ``vpn.*`` rules).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from censorscope.analysis.verdicts import dns, fet, http, quic, tcp, throughput, tls, vpn, web
+from censorscope.analysis.verdicts.combine import ResidualTracker, combine_attempts, group_key, groups
+from censorscope.analysis.verdicts.context import Context
+from censorscope.analysis.verdicts.core import RULES_VERSION, Measurement, Verdict, inconclusive
+from censorscope.analysis.verdicts.load import LoadReport, iter_records
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+Rule = Callable[[Measurement, Context], Verdict]
+
+#: the verdict table's columns, in order
+COLUMNS = ("measurement_id", "input", "probe", "vantage_cc", "vantage_asn", "verdict", "method", "confidence",
+           "evidence", "rules_version")
+
+#: probe name -> rule
+RULES: dict[str, Rule] = {
+    "dns": dns.rule, "system": dns.rule, "tcp": tcp.rule, "tls": tls.rule, "http": http.rule, "web": web.rule,
+    "throughput": throughput.rule, "quic": quic.rule, "fet": fet.rule,
+    **{name: vpn.rule for name in vpn.PROTOCOLS},
+}
+
+
+def register(probe: str, rule: Rule | None = None, *, replace: bool = False) -> Any:
+    """Register ``rule`` for ``probe`` (usable as a decorator: ``@register("openvpn", replace=True)``).
+
+    Registering over an existing rule needs ``replace=True``, so two owners
+    never overwrite each other by accident.
+    """
+    def add(fn: Rule) -> Rule:
+        if probe in RULES and not replace and RULES[probe] is not fn:
+            raise ValueError(f"a verdict rule for probe {probe!r} exists; pass replace=True to replace it")
+        RULES[probe] = fn
+        return fn
+
+    return add(rule) if rule is not None else add
+
+
+def _judge_one(m: Measurement, ctx: Context) -> Verdict:
+    if m.record.get("annotations", {}).get("probe_error") or m.annotations.get("runner_failure"):
+        what = m.annotations.get("probe_error") or m.annotations.get("runner_failure")
+        return inconclusive(f"The probe could not run: {what}.", 0.0)
+    rule = RULES.get(m.probe)
+    if rule is None:
+        return inconclusive(f"No verdict rule for probe {m.probe!r} (rules {RULES_VERSION}).", 0.0)
+    return rule(m, ctx)
+
+
+def judge_batch(records: Iterable[dict[str, Any]]) -> list[tuple[Measurement, Verdict]]:
+    """Judge a batch: one (first measurement of the group, verdict) per attempt group, in time order."""
+    ms = [Measurement(r) for r in records if isinstance(r, dict)]
+    ctx = Context(ms)
+    tracker = ResidualTracker()
+    out = []
+    for group in groups(ms):
+        vs = [_judge_one(m, ctx) for m in group]
+        v = tracker.check(group, combine_attempts(group, vs))
+        out.append((group[0], v))
+    return out
+
+
+def verdict_for(measurement: dict[str, Any], related: Iterable[dict[str, Any]] = ()) -> Verdict:
+    """The verdict for one measurement, using ``related`` measurements (its re-tests,
+    earlier measurements from the same vantage, same-path references) as context."""
+    batch = [measurement, *related]
+    key = group_key(Measurement(measurement))
+    for m, v in judge_batch(batch):
+        if group_key(m) == key:
+            return v
+    raise AssertionError("the measurement's group was not judged")  # judge_batch judges every group
+
+
+def _row(m: Measurement, v: Verdict) -> dict[str, Any]:
+    return {
+        "measurement_id": m.id, "input": m.input, "probe": m.probe,
+        "vantage_cc": m.vantage.get("cc"), "vantage_asn": m.vantage.get("asn"),
+        "verdict": v.verdict, "method": v.method, "confidence": round(float(v.confidence), 3),
+        "evidence": v.evidence, "rules_version": RULES_VERSION,
+    }
+
+
+def verdict_rows(measurements: Any, report: LoadReport | None = None) -> list[dict[str, Any]]:
+    """Verdict rows (dicts with :data:`COLUMNS`) without pandas."""
+    return [_row(m, v) for m, v in judge_batch(iter_records(measurements, report))]
+
+
+def verdicts(measurements: Any) -> pd.DataFrame:
+    """Judge measurements and return the verdict table.
+
+    ``measurements``: an iterable of stored measurement dicts, or a path / list
+    of paths to JSONL files or directories of them. Columns: :data:`COLUMNS`
+    (``verdict`` in ok/down/blocked/inconclusive; ``method`` null unless
+    blocked or residual; ``confidence`` 0..1). ``df.attrs["torn_lines"]`` lists
+    unreadable lines as ``(path, line_number)``.
+    """
+    import pandas as pd
+
+    report = LoadReport()
+    rows = verdict_rows(measurements, report)
+    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    df.attrs["torn_lines"] = list(report.torn)
+    return df
+
+
+def is_path_like(x: Any) -> bool:
+    """True for str/Path/os.PathLike values."""
+    return isinstance(x, str | Path | os.PathLike)
