@@ -73,6 +73,7 @@ OPTION_CAPS: dict[str, float] = {
     "max_redirects": 10,  # http, web
     "max_body_bytes": 1024 * 1024,  # http, web: bytes of the body read
     "body_head_kib": 64,  # http, web: text of the body returned
+    "http_timeout": 20.0,  # web: the whole HTTP round trip
     "max_time": 15.0,  # throughput
     "max_bytes": 20 * 1024 * 1024,  # throughput
 }

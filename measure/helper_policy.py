@@ -121,7 +121,7 @@ def destinations(probe: str, target: str, options: Any) -> list[str]:
 
     ``dns`` contacts its resolver, never the queried name; the others contact
     the target's host unless an ``address`` option pins the connection. A
-    ``resolver`` option of any probe is contacted too.
+    ``resolver`` option of any probe (an IP or a DoH URL) is contacted too.
     """
     opts = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else dict(options or {})
     hosts: list[str] = []
@@ -129,9 +129,20 @@ def destinations(probe: str, target: str, options: Any) -> list[str]:
         pinned = opts.get("address")
         hosts.append(pinned if pinned else (_host_of(target) or target))
     resolver = opts.get("resolver")
-    if resolver:
-        hosts.append(_host_of(resolver) or resolver)
+    if isinstance(resolver, str) and resolver:
+        host = _host_of(resolver)
+        # a keyword such as web's "system" names the helper's own resolver, not a host
+        if "://" in resolver or _is_ip(host):
+            hosts.append(host or resolver)
     return [h for h in hosts if h]
+
+
+def _is_ip(value: str | None) -> bool:
+    try:
+        ipaddress.ip_address((value or "").split("%")[0])
+    except ValueError:
+        return False
+    return True
 
 
 async def resolve_all(name: str, resolver: str | None, timeout: float) -> list[str]:

@@ -305,3 +305,34 @@ def test_non_json_body():
     with HelperThread(HelperConfig(**FAST)) as h, client() as c:
         r = c.post(h.url + "/v1/measure", content=b"{not json", headers={"content-type": "application/json"})
         assert r.status_code == 400 and r.json()["error"] == "bad_request"
+
+
+def test_web_probe_through_the_helper():
+    async def scenario():
+        server = ObjectServer(size=2000)
+        port = await server.start()
+        try:
+            def call():
+                with HelperThread(HelperConfig(allow=["127.0.0.0/8"], **FAST)) as h, client() as c:
+                    return c.post(h.url + "/v1/measure", json={
+                        "probe": "web", "target": f"http://127.0.0.1:{port}/", "options": {"resolver": "system"}})
+            return await asyncio.to_thread(call)
+        finally:
+            await server.stop()
+
+    r = asyncio.run(scenario())
+    assert r.status_code == 200, r.text
+    ops = [o["operation"] for o in r.json()["observations"]]
+    assert "connect" in ops and "http_round_trip" in ops
+
+
+def test_destinations_per_probe():
+    from censorscope.measure.helper_policy import destinations
+    assert destinations("tcp", "203.0.113.9:80", {}) == ["203.0.113.9"]
+    assert destinations("tls", "[2001:db8::1]:443", {"sni": "x.test"}) == ["2001:db8::1"]
+    assert destinations("http", "https://site.test/a", {}) == ["site.test"]
+    assert destinations("http", "https://site.test/a", {"address": "203.0.113.1"}) == ["203.0.113.1"]
+    assert destinations("dns", "blocked.test", {"resolver": "198.51.100.53:5353"}) == ["198.51.100.53"]
+    assert destinations("dns", "blocked.test", {"resolver": "https://doh.test/dns-query"}) == ["doh.test"]
+    assert destinations("dns", "blocked.test", {}) == []  # the helper's own resolver
+    assert destinations("web", "http://site.test/", {"resolver": "system"}) == ["site.test"]
