@@ -111,6 +111,23 @@ def _ssl_failure(exc: ssl.SSLError) -> str:
     return SSL_FAILED_HANDSHAKE
 
 
+def _no_nameservers(exc: BaseException) -> str:
+    """dnspython's "all nameservers failed": what the first one did (an rcode name or an exception)."""
+    import dns.rcode
+
+    for error in getattr(exc, "kwargs", {}).get("errors") or []:
+        # (server, tcp, port, error, response): error is an rcode name such as "REFUSED" or an exception
+        what = error[3] if len(error) > 3 else None
+        if isinstance(what, BaseException):
+            return classify(what)
+        if isinstance(what, str):
+            try:
+                return classify_rcode(dns.rcode.from_text(what)) or DNS_SERVER_MISBEHAVING
+            except dns.rcode.UnknownRcode:
+                return DNS_SERVER_MISBEHAVING
+    return DNS_SERVFAIL
+
+
 def _by_type(exc: BaseException) -> str | None:
     # Imported lazily: probes that never touch DNS/HTTP should not pay for them.
     import dns.exception
@@ -130,7 +147,7 @@ def _by_type(exc: BaseException) -> str | None:
     if isinstance(exc, dns.resolver.NoAnswer):
         return DNS_NO_ANSWER
     if isinstance(exc, dns.resolver.NoNameservers):
-        return DNS_SERVFAIL
+        return _no_nameservers(exc)
     if isinstance(exc, asyncio.IncompleteReadError | EOFError | ConnectionAbortedError):
         return EOF_ERROR if not isinstance(exc, ConnectionAbortedError) else CONNECTION_ABORTED
     if isinstance(exc, ConnectionResetError):

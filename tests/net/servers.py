@@ -88,6 +88,8 @@ class TestPKI:
     ``untrusted``: TEST_NAME issued by a CA nobody trusts (what an interceptor shows).
     """
 
+    __test__ = False  # not a pytest test class, despite the name
+
     ca: str
     valid: CertFiles
     expired: CertFiles
