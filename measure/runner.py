@@ -196,6 +196,10 @@ def _option_fields(module: types.ModuleType) -> set[str]:
 class Runner:
     """Runs one campaign run (new or resumed) into one JSONL writer.
 
+    ``Runner(...)`` checks probes and options, ``plan()`` reads the lists once
+    (counting units, raising ``ConfigError`` under ``strict``), ``run(writer)``
+    measures. Nothing is written before ``run``.
+
     ``probes`` maps probe names to modules (default: loaded from the registry);
     tests inject fake probe modules here. ``net_factory(resolver)`` builds the
     ``Net`` given to probes.
@@ -204,7 +208,6 @@ class Runner:
     def __init__(
         self,
         campaign: Campaign,
-        writer: JsonlWriter,
         run_id: str,
         *,
         done: set[DoneKey] | None = None,
@@ -216,7 +219,7 @@ class Runner:
         net_factory: Any = None,
     ) -> None:
         self.campaign = campaign
-        self.writer = writer
+        self.writer: JsonlWriter | None = None
         self.run_id = run_id
         self.done = done if done is not None else set()
         self.modules = dict(probes) if probes is not None else load_probes(campaign.probes)
@@ -232,7 +235,8 @@ class Runner:
         self._options_cache: dict[tuple[str, str | None], Any] = {}
         self._fatal: BaseException | None = None
         self._check_probes()
-        self.summary = RunSummary(run_id=run_id, path=writer.path)
+        self.summary = RunSummary(run_id=run_id, path=Path())
+        self._planned = False
 
     # --- set-up ---------------------------------------------------------------
     def _check_probes(self) -> None:
@@ -304,23 +308,29 @@ class Runner:
             random.Random(f"{seed}:{rep}:{chunk}").shuffle(window)
             yield from window
 
-    def count_units(self) -> tuple[int, int, ListStats]:
-        """(planned units, of which already done, list statistics): one streaming pass."""
+    def plan(self) -> RunSummary:
+        """Count the units (and those already done) in one streaming pass over the lists."""
         stats = ListStats()
         planned = done = 0
         for u in self.iter_units(stats):
             planned += 1
             if u.key in self.done:
                 done += 1
-        return planned, done, stats
+        s = self.summary
+        s.planned, s.already_done, s.list_stats = planned, done, stats
+        self._planned = True
+        return s
 
     # --- running ----------------------------------------------------------------
-    async def run(self, stop: asyncio.Event | None = None) -> RunSummary:
+    async def run(self, writer: JsonlWriter, stop: asyncio.Event | None = None) -> RunSummary:
         """Measure every unit not yet done; stop early (in-flight ones finish) when ``stop`` is set."""
         stop = stop or asyncio.Event()
         t0 = time.monotonic()
+        if not self._planned:
+            self.plan()
+        self.writer = writer
         s = self.summary
-        s.planned, s.already_done, s.list_stats = self.count_units()
+        s.path = writer.path
         if self.progress:
             self.progress.start(s.planned - s.already_done, s.already_done)
         queue: asyncio.Queue[Unit | None] = asyncio.Queue(maxsize=2 * self.campaign.concurrency)
@@ -482,6 +492,7 @@ class Runner:
                 self.disk_guard.check(4096)
             except StoreError as e:
                 s.stopped = str(e)  # stop starting new work; in-flight results still fit the reserve
+        assert self.writer is not None
         self.writer.write(m)
         failure = first_failure(m)
         if first:

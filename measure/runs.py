@@ -77,17 +77,12 @@ def _meta(run_id: str, campaign: Campaign, hashes: dict[str, str], status: str, 
 
 
 def prepare_new(campaign: Campaign) -> tuple[Campaign, str, Path]:
-    """Validate, fix the seed, create the output dir; return (campaign, run id, out dir)."""
+    """Validate and fix the seed; return (campaign, run id, out dir)."""
     campaign.validate()
     if campaign.seed is None:
         # chosen once and stored, so a resumed run walks the same order
         campaign.seed = random.SystemRandom().randrange(2**31)
-    out = Path(campaign.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"cannot create output directory {out}: {e.strerror}") from None
-    return campaign, new_run_id(), out
+    return campaign, new_run_id(), Path(campaign.out)
 
 
 def load_for_resume(out: Path, run_id: str, control_token: str | None) -> tuple[Campaign, dict[str, Any]]:
@@ -122,14 +117,14 @@ async def execute(
     confirm: Confirmer | None = None,
     disk_guard: DiskGuardLike | None = None,
     on_problem: Callable[[StoreProblem], None] | None = None,
-    on_start: Callable[[str, Path], None] | None = None,
+    on_start: Callable[[RunSummary], None] | None = None,
     tune: Callable[[Campaign], Campaign] | None = None,
 ) -> RunSummary:
     """Run ``campaign`` as a new run, or continue run ``resume`` found in ``out``.
 
     ``tune`` may change operational settings of a resumed campaign
-    (concurrency, per-server limit); ``on_start(run_id, jsonl_path)`` is called
-    before the first measurement. Without ``control``, a campaign with a
+    (concurrency, per-server limit); ``on_start(summary)`` is called before
+    the first measurement (run id, path, planned units and list problems are known). Without ``control``, a campaign with a
     control URL gets ``control_factory(url, token)``.
     """
     created = time.time()
@@ -157,15 +152,21 @@ async def execute(
         hashes = list_hashes(campaign)
     if control is None and campaign.control_url and control_factory is not None:
         control = control_factory(campaign.control_url, campaign.control_token)
+    runner = Runner(
+        campaign, run_id, done=done, probes=probes, control=control, confirm=confirm,
+        progress=progress, disk_guard=disk_guard,
+    )
+    runner.plan()  # reads the lists (strict errors surface here), before anything is written
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create output directory {out}: {e.strerror}") from None
     with JsonlWriter(path) as writer:
-        runner = Runner(
-            campaign, writer, run_id, done=done, probes=probes, control=control, confirm=confirm,
-            progress=progress, disk_guard=disk_guard,
-        )
         write_json_atomic(meta_path(out, run_id), _meta(run_id, campaign, hashes, "running", created=created))
         if on_start is not None:
-            on_start(run_id, path)
-        summary = await runner.run(stop)
+            runner.summary.path = path
+            on_start(runner.summary)
+        summary = await runner.run(writer, stop)
     status = "complete" if summary.complete else "incomplete"
     write_json_atomic(
         meta_path(out, run_id),

@@ -305,7 +305,7 @@ def test_units_are_streamed_not_materialised(tmp_path, monkeypatch):
 
     probe.module.measure = watching
     with JsonlWriter(tmp_path / "r.jsonl") as w:
-        summary = asyncio.run(Runner(c, w, new_run_id(), probes={"fake": probe.module}).run())
+        summary = asyncio.run(Runner(c, new_run_id(), probes={"fake": probe.module}).run(w))
     assert summary.measured == 3000
     assert 0 < max(ahead) <= 2 * 4 + 4 + 2 * 16
 
