@@ -21,7 +21,8 @@ al. 2023). A failure on the same server and port within
 evidence of that residual state, not of this input's blocking: the verdict
 becomes ``inconclusive`` with method ``residual`` and says so, unless the
 measurement itself reached the same endpoint with an innocuous name at the
-same time (``self_controlled``).
+same time (``self_controlled``). Residual attempts of a group are left out
+when the group has other attempts (a re-test after the penalty box decides).
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ RESIDUAL_WINDOW = 180.0
 #: methods whose failures a censor's residual state can cause, and that can leave such state
 STATEFUL_METHODS = ("tcp.", "tls.sni_", "http.reset", "http.drop", "fet.", "quic.", "vpn.")
 
+#: method of a failure explained by residual censorship
+RESIDUAL = "residual"
+
 
 def group_key(m: Measurement) -> str:
     """The measurement id a group of attempts is known by."""
@@ -66,6 +70,13 @@ def combine_attempts(ms: list[Measurement], vs: list[Verdict]) -> Verdict:
     """One verdict for a group of attempts (see the module docstring)."""
     if len(vs) == 1:
         return vs[0]
+    fresh = [(m, v) for m, v in zip(ms, vs, strict=True) if v.method != RESIDUAL]
+    if not fresh:
+        return vs[0].with_evidence(f"(all {len(vs)} attempts fell in residual windows)")
+    if len(fresh) < len(vs):
+        # attempts inside another input's penalty box say nothing about this input: judge the rest
+        v = combine_attempts([m for m, _ in fresh], [v for _, v in fresh])
+        return v.with_evidence(f"({len(vs) - len(fresh)} of {len(vs)} attempts discounted as residual censorship)")
     n = len(vs)
     confirmed = [v for v in vs if v.verdict == BLOCKED and v.confidence >= CONFIRMED]
     if confirmed:
@@ -108,20 +119,18 @@ class ResidualTracker:
     def __init__(self) -> None:
         self._last: dict[tuple[Any, str], tuple[float, str, str, str]] = {}
 
-    def check(self, ms: list[Measurement], v: Verdict) -> Verdict:
-        """Turn a failure that follows another input's trigger into ``residual``; then record."""
-        first = ms[0]
-        start = min((m.start for m in ms if m.start is not None), default=None)
-        if v.verdict != BLOCKED or not v.endpoint or start is None or not _stateful(v.method):
+    def check(self, m: Measurement, v: Verdict) -> Verdict:
+        """Turn a failure that follows another input's trigger into ``residual``; else record it."""
+        if v.verdict != BLOCKED or not v.endpoint or m.start is None or not _stateful(v.method):
             return v
-        key = (first.vantage_key, v.endpoint)
+        key = (m.vantage_key, v.endpoint)
         prior = self._last.get(key)
-        if prior and prior[2] != first.input and 0 <= start - prior[0] <= RESIDUAL_WINDOW and not v.self_controlled:
+        if prior and prior[2] != m.input and 0 <= m.start - prior[0] <= RESIDUAL_WINDOW and not v.self_controlled:
             t, mid, inp, method = prior
-            return Verdict(INCONCLUSIVE, "residual", 0.4, (
-                f"This failure came {start - t:.0f} s after measurement {mid} ({inp}) was blocked by {method} "
+            return Verdict(INCONCLUSIVE, RESIDUAL, 0.4, (
+                f"This failure came {m.start - t:.0f} s after measurement {mid} ({inp}) was blocked by {method} "
                 f"on the same server and port {v.endpoint}: residual censorship of that server:port "
                 f"(up to {RESIDUAL_WINDOW:.0f} s) explains it, so it is not evidence that this input is blocked. "
                 f"It was: {v.evidence}"), v.endpoint)
-        self._last[key] = (max(m.start or start for m in ms), first.id, first.input, str(v.method))
+        self._last[key] = (m.start, m.id, m.input, str(v.method))
         return v

@@ -63,16 +63,18 @@ def _judge_one(m: Measurement, ctx: Context) -> Verdict:
 
 
 def judge_batch(records: Iterable[dict[str, Any]]) -> list[tuple[Measurement, Verdict]]:
-    """Judge a batch: one (first measurement of the group, verdict) per attempt group, in time order."""
+    """Judge a batch: one (first measurement of the group, verdict) per attempt group, in time order.
+
+    Each measurement is judged and checked for residual censorship in start-time
+    order; then the attempts of each group are combined.
+    """
     ms = [Measurement(r) for r in records if isinstance(r, dict)]
     ctx = Context(ms)
     tracker = ResidualTracker()
-    out = []
-    for group in groups(ms):
-        vs = [_judge_one(m, ctx) for m in group]
-        v = tracker.check(group, combine_attempts(group, vs))
-        out.append((group[0], v))
-    return out
+    single: dict[int, Verdict] = {}
+    for m in sorted(ms, key=lambda x: x.start or 0.0):
+        single[id(m)] = tracker.check(m, _judge_one(m, ctx))
+    return [(group[0], combine_attempts(group, [single[id(m)] for m in group])) for group in groups(ms)]
 
 
 def verdict_for(measurement: dict[str, Any], related: Iterable[dict[str, Any]] = ()) -> Verdict:
@@ -114,6 +116,8 @@ def verdicts(measurements: Any) -> pd.DataFrame:
     report = LoadReport()
     rows = verdict_rows(measurements, report)
     df = pd.DataFrame(rows, columns=list(COLUMNS))
+    for col in ("method", "vantage_cc", "vantage_asn"):  # keep missing values None, never NaN
+        df[col] = df[col].astype(object).where(df[col].notna(), None)
     df.attrs["torn_lines"] = list(report.torn)
     return df
 

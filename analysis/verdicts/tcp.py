@@ -5,12 +5,13 @@
   port. The GFW blocks Tor and Shadowsocks servers this way (CENSORSHIP-FACTS.md).
 * ``tcp.reset``: the connection is reset (``connection_reset``) during the
   handshake while the control connects.
-* ``tcp.reject``: the SYN is answered with a RST (``connection_refused``)
-  while the control connects: a censor rejecting with a TCP reset looks like a
-  closed port, so only the control tells the two apart.
+* ``tcp.reject``: the SYN is answered with a RST (``connection_refused``) or
+  an ICMP unreachable (``host_unreachable``, lower confidence) while the
+  control connects: a censor rejecting looks like a closed port or a dead
+  host, so only the control tells them apart.
 
-Refused/timeout for the control too means the server is ``down``. Host and
-network unreachable are usually local routing, not censorship: inconclusive.
+Refused/timeout for the control too means the server is ``down``. Network
+unreachable is local routing, not censorship: inconclusive.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ _METHODS = {
     "generic_timeout_error": ("tcp.blackhole", 0.8),
     "connection_reset": ("tcp.reset", STRONG - 0.05),
     "connection_refused": ("tcp.reject", 0.7),
+    # an ICMP unreachable from the path (admin-prohibited/host-unreachable); never local routing,
+    # which fails network_unreachable at once
+    "host_unreachable": ("tcp.reject", 0.65),
 }
 
 

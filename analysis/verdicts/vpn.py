@@ -44,7 +44,7 @@ PROTOCOLS = ("openvpn", "wireguard", "ikev2", "pptp", "l2tp", "sstp", "ssh", "to
 _GENERIC_OPS = frozenset({"dns_query", "resolve"})
 
 _CONNECT = {"generic_timeout_error": ("connect_drop", 0.8), "connection_reset": ("connect_reset", 0.8),
-            "connection_refused": ("connect_reject", MODERATE)}
+            "connection_refused": ("connect_reject", MODERATE), "host_unreachable": ("connect_reject", 0.65)}
 _HANDSHAKE = {"generic_timeout_error": ("handshake_drop", 0.8), "connection_reset": ("handshake_reset", STRONG),
               "eof_error": ("handshake_reset", MODERATE)}
 

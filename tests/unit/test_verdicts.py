@@ -280,7 +280,7 @@ def test_failed_control_is_inconclusive():
     assert v.verdict == "inconclusive" and "control failed to run" in v.evidence
 
 
-def test_unreachable_is_not_called_blocking():
+def test_network_unreachable_is_not_called_blocking():
     m = meas("tcp", "203.0.113.120:443", [conn(1, "203.0.113.120:443", "network_unreachable")],
              control_obs=[conn(1, "203.0.113.120:443")])
     assert one(m).verdict == "inconclusive"
@@ -544,3 +544,21 @@ def test_blocked_verdict_requires_method_and_confidence():
         Verdict("blocked", None, 0.9, "x")
     with pytest.raises(ValueError):
         Verdict("blocked", "tcp.reset", 0.3, "x")
+
+
+def test_residual_attempt_is_discounted_when_a_retest_after_the_box_works():
+    """Bystander measured inside the trigger's penalty box, then re-tested after it: ok."""
+    trigger = _tls_attempt("connection_reset", mid="r1", start=0, host="trigger.example")
+    first = _tls_attempt("connection_reset", mid="r2", start=5, host="bystander.example")
+    retest = _tls_attempt(None, attempt=1, confirms="r2", start=300, host="bystander.example")
+    df = verdicts([trigger, first, retest])
+    row = df[df.measurement_id == "r2"].iloc[0]
+    assert (row.verdict, row.method) == ("ok", None)
+    assert "discounted as residual" in row.evidence
+
+
+def test_icmp_unreachable_with_control_connecting_is_reject():
+    m = meas("tcp", "203.0.113.152:443", [conn(1, "203.0.113.152:443", "host_unreachable")],
+             control_obs=[conn(1, "203.0.113.152:443")])
+    v = one(m)
+    assert (v.verdict, v.method) == ("blocked", "tcp.reject") and "host_unreachable" in v.evidence
