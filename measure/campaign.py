@@ -8,6 +8,8 @@ A campaign file (documented with an example in docs/campaigns.md)::
                 resolvers, store_vantage_ip
     [vantage]   cc, asn, network
     [control]   url, token
+    [confirm]   enabled, attempts, spacing, innocuous_sni, no_dns_server, slow_ratio
+                (confirmation re-tests; checked by censorscope.measure.confirm)
     [probe.NAME]  options of probe NAME (fields of its Options dataclass)
 
 Every key is checked: an unknown one is a ``ConfigError`` that names it (a
@@ -34,7 +36,7 @@ DEFAULT_PROBES = ("web",)
 DEFAULT_OUT = "results"
 
 _SECTIONS: dict[str, set[str]] = {
-    "": {"name", "targets", "run", "vantage", "control", "probe"},
+    "": {"name", "targets", "run", "vantage", "control", "confirm", "probe"},
     "targets": {"lists", "urls", "strict"},
     "run": {
         "probes", "repeat", "concurrency", "per_server", "timeout", "seed", "out", "resolvers",
@@ -65,6 +67,7 @@ class Campaign:
     vantage: Vantage = field(default_factory=Vantage)
     control_url: str | None = None
     control_token: str | None = None
+    confirm: dict[str, Any] | None = None  # the [confirm] table; None: no confirmation re-tests
     probe_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def validate(self) -> Campaign:
@@ -213,6 +216,14 @@ def load_campaign(path: str | Path) -> Campaign:
     ctl = data.get("control", {})
     c.control_url = _typed(ctl["url"], str, "control.url", where) if "url" in ctl else None
     c.control_token = _typed(ctl["token"], str, "control.token", where) if "token" in ctl else None
+
+    if "confirm" in data:
+        if not isinstance(data["confirm"], dict):
+            raise ConfigError(f"{where}: [confirm] must be a table")
+        from censorscope.measure.confirm import ConfirmPolicy  # lazy: confirm imports the runner
+
+        ConfirmPolicy.from_table(data["confirm"], f"{where}: [confirm]")
+        c.confirm = dict(data["confirm"])
 
     probe_tables = data.get("probe", {})
     if not isinstance(probe_tables, dict) or not all(isinstance(x, dict) for x in probe_tables.values()):

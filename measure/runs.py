@@ -152,6 +152,10 @@ async def execute(
         hashes = list_hashes(campaign)
     if control is None and campaign.control_url and control_factory is not None:
         control = control_factory(campaign.control_url, campaign.control_token)
+    if confirm is None and campaign.confirm is not None:
+        from censorscope.measure.confirm import make_confirmer  # lazy: confirm imports the runner
+
+        confirm = make_confirmer(campaign.confirm)
     runner = Runner(
         campaign, run_id, done=done, probes=probes, control=control, confirm=confirm,
         progress=progress, disk_guard=disk_guard,
