@@ -47,8 +47,8 @@ class Target:
         return socket.AF_INET6 if ":" in self.host else socket.AF_INET
 
 
-def parse_target(target: str, scheme: str, default_port: int) -> Target:
-    """Parse ``scheme://IP[:PORT][?k=v&...]`` or ``IP[:PORT]``.
+def parse_target(target: str, scheme: str, default_port: int | None) -> Target:
+    """Parse ``scheme://IP[:PORT][?k=v&...]`` or ``IP[:PORT]`` (port required if no default).
 
     Raises ``InvalidTarget`` for another scheme, a bad port or a host that is
     not an IP literal.
