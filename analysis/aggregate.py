@@ -23,11 +23,46 @@ def _check(verdicts: pd.DataFrame, by: Sequence[str]) -> None:
         raise ValueError(f"verdicts lack column(s) {missing}; pass the output of censorscope.analysis.verdicts")
 
 
-def _bucketed(verdicts: pd.DataFrame, freq: str) -> pd.DataFrame:
-    df = verdicts.copy()
-    t = pd.to_datetime(df["measurement_start_time"], utc=True, format="ISO8601")
-    df["period"] = t.dt.tz_localize(None).dt.to_period(freq).dt.start_time.dt.tz_localize("UTC")
-    return df
+def with_period(verdicts: pd.DataFrame, freq: str) -> pd.DataFrame:
+    """``verdicts`` plus a ``period`` column: the UTC start of each row's time bucket."""
+    t = pd.to_datetime(verdicts["measurement_start_time"], utc=True, format="ISO8601")
+    return verdicts.assign(period=t.dt.tz_localize(None).dt.to_period(freq).dt.start_time.dt.tz_localize("UTC"))
+
+
+def verdict_counts(verdicts: pd.DataFrame, by: Sequence[str] = DEFAULT_BY, freq: str = "D") -> pd.DataFrame:
+    """Partial aggregate: rows per (by…, period, verdict, method) as ``count``.
+
+    Counts add up across partitions, so a distributed engine can compute them
+    piecewise (``censorscope.analysis.scale``) and ``matrix_from_counts``
+    finishes both paths identically.
+    """
+    by = list(by)
+    _check(verdicts, by)
+    df = with_period(verdicts, freq)
+    df = df.assign(method=df["method"].astype(object).where(df["verdict"] == "blocked", None))
+    return df.groupby([*by, "period", "verdict", "method"], dropna=False, observed=True).size().rename(
+        "count").reset_index()
+
+
+def matrix_from_counts(counts: pd.DataFrame, by: Sequence[str] = DEFAULT_BY) -> pd.DataFrame:
+    """The blocking matrix from ``verdict_counts`` output (see ``blocking_matrix``)."""
+    keys = [*by, "period"]
+    totals = counts.groupby([*keys, "verdict"], dropna=False, observed=True)["count"].sum().unstack(
+        "verdict", fill_value=0).reindex(columns=list(VERDICTS), fill_value=0)
+    totals.columns.name = None
+    totals = totals.astype("int64")
+    totals["n"] = totals[list(VERDICTS)].sum(axis=1)
+    conclusive = totals["ok"] + totals["blocked"]
+    totals["blocking_rate"] = (totals["blocked"] / conclusive).where(conclusive > 0)
+    blocked = counts[(counts["verdict"] == "blocked") & counts["method"].notna()]
+    per_method = blocked.groupby([*keys, "method"], dropna=False, observed=True)["count"].sum().reset_index()
+    # dominant method: most frequent, ties broken alphabetically so every engine agrees
+    per_method = per_method.sort_values([*keys, "count", "method"], ascending=[True] * len(keys) + [False, True])
+    top = per_method.drop_duplicates(keys).set_index(keys)["method"]
+    totals["method"] = top.reindex(totals.index).astype(object)
+    totals["method"] = totals["method"].where(totals["method"].notna(), None)
+    out = totals.reset_index().sort_values(keys, ignore_index=True)
+    return out[[*keys, "n", *VERDICTS, "blocking_rate", "method"]]
 
 
 def blocking_matrix(verdicts: pd.DataFrame, by: Sequence[str] = DEFAULT_BY, freq: str = "D") -> pd.DataFrame:
@@ -36,26 +71,7 @@ def blocking_matrix(verdicts: pd.DataFrame, by: Sequence[str] = DEFAULT_BY, freq
     Columns: ``*by, period, n, ok, down, blocked, inconclusive, blocking_rate, method``
     (``blocking_rate`` is NaN when the bucket has no conclusive verdict).
     """
-    by = list(by)
-    _check(verdicts, by)
-    df = _bucketed(verdicts, freq)
-    keys = [*by, "period"]
-    counts = (
-        df.groupby(keys, dropna=False, observed=True)["verdict"].value_counts().unstack(fill_value=0)
-        .reindex(columns=list(VERDICTS), fill_value=0)
-    )
-    counts.columns.name = None
-    counts["n"] = counts[list(VERDICTS)].sum(axis=1)
-    conclusive = counts["ok"] + counts["blocked"]
-    counts["blocking_rate"] = (counts["blocked"] / conclusive).where(conclusive > 0)
-    blocked = df[df["verdict"] == "blocked"]
-    if len(blocked):
-        top = blocked.groupby(keys, dropna=False, observed=True)["method"].agg(lambda s: s.value_counts().index[0])
-        counts["method"] = top.reindex(counts.index)
-    else:
-        counts["method"] = None
-    out = counts.reset_index()
-    return out[[*keys, "n", *VERDICTS, "blocking_rate", "method"]]
+    return matrix_from_counts(verdict_counts(verdicts, by, freq), by)
 
 
 def method_mix(verdicts: pd.DataFrame, by: Sequence[str] = ("vantage_cc", "vantage_asn")) -> pd.DataFrame:
