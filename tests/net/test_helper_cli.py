@@ -29,7 +29,7 @@ def serve():
                              stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
         procs.append(p)
         line = p.stderr.readline()
-        m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
+        m = re.search(r"listening on (https?://127\.0\.0\.1:\d+)", line)
         assert m, line
         return m.group(1), p
 
@@ -74,3 +74,47 @@ def test_help():
         r = runner.invoke(cli, args)
         assert r.exit_code == 0 and "Usage" in r.output
     assert "--allow" in runner.invoke(cli, ["helper", "serve", "--help"]).output
+
+
+def _cert_files(tmp_path):
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "censorscope test helper")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+def test_serve_https_with_control_client(serve, tmp_path, monkeypatch):
+    import asyncio
+
+    from censorscope.measure.control import ControlClient
+
+    cert, key = _cert_files(tmp_path)
+    https, _ = serve("--tls-cert", cert, "--tls-key", key, "--token", "t0k")
+    assert https.startswith("https://")
+    # without trusting the certificate the client records the failure
+    got = asyncio.run(ControlClient(https, "t0k").control_for("tcp", "10.0.0.1:80", None))
+    assert got["failure"] == "helper_unreachable: ssl_unknown_authority"
+    monkeypatch.setenv("CENSORSCOPE_EXTRA_CA", cert)
+    client = ControlClient(https, "t0k")
+    assert asyncio.run(client.whoami()) == "127.0.0.1"
+    refused = asyncio.run(client.control_for("tcp", "10.0.0.1:80", None))
+    assert refused["failure"].startswith("helper_refused: ")
