@@ -9,7 +9,6 @@ measurements in flight (what is stored stays intact either way).
 from __future__ import annotations
 
 import asyncio
-import importlib
 import signal
 import sys
 from pathlib import Path
@@ -52,11 +51,9 @@ class _UsageLine(click.ClickException):
 
 
 def _control_provider(url: str, token: str | None) -> ControlProvider:
-    try:
-        module = importlib.import_module(CONTROL_CLIENT)
-    except ModuleNotFoundError:
-        raise ConfigError("--control: the control-helper client is not available in this install") from None
-    return module.make_control_provider(url, token)
+    from censorscope.measure.control import make_control_provider  # lazy: httpx only when used
+
+    return make_control_provider(url, token)
 
 
 def _split_probes(value: str | None) -> list[str] | None:

@@ -42,7 +42,7 @@ import socket
 import time
 import types
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -216,7 +216,7 @@ class Runner:
         confirm: Confirmer | None = None,
         progress: ProgressSink | None = None,
         disk_guard: DiskGuardLike | None = None,
-        net_factory: Any = None,
+        net_factory: Callable[[str | None], Any] | None = None,
     ) -> None:
         self.campaign = campaign
         self.writer: JsonlWriter | None = None

@@ -119,6 +119,7 @@ async def execute(
     on_problem: Callable[[StoreProblem], None] | None = None,
     on_start: Callable[[RunSummary], None] | None = None,
     tune: Callable[[Campaign], Campaign] | None = None,
+    net_factory: Callable[[str | None], Any] | None = None,
 ) -> RunSummary:
     """Run ``campaign`` as a new run, or continue run ``resume`` found in ``out``.
 
@@ -158,7 +159,7 @@ async def execute(
         confirm = make_confirmer(campaign.confirm)
     runner = Runner(
         campaign, run_id, done=done, probes=probes, control=control, confirm=confirm,
-        progress=progress, disk_guard=disk_guard,
+        progress=progress, disk_guard=disk_guard, net_factory=net_factory,
     )
     runner.plan()  # reads the lists (strict errors surface here), before anything is written
     try:
