@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from censorscope.probes.errors import InvalidTarget
+from censorscope.probes import tcp
+from censorscope.probes.errors import ConfigError, InvalidTarget
 from censorscope.probes.failures import HTTP_TOO_MANY_REDIRECTS
 from censorscope.probes.net import Net, format_host_port
 from censorscope.probes.observation import Observation, Recorder
@@ -206,6 +207,9 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     """GET ``target`` and return its single ``http_round_trip`` observation."""
     url = check_url(target)
     address = _check_address(options.address) if options.address else None
+    tcp.check_timeout(options.timeout)
+    if options.max_redirects < 0 or options.max_body_bytes < 0 or options.body_head_kib < 0:
+        raise ConfigError("--max-redirects, --max-body-bytes and --body-head-kib must be >= 0")
     rec = Recorder(net.clock)
     await round_trip(net, rec, url, address=address, timeout=options.timeout,
                      max_redirects=options.max_redirects, max_body_bytes=options.max_body_bytes,

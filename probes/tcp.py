@@ -19,7 +19,7 @@ import contextlib
 import ipaddress
 from dataclasses import dataclass, field
 
-from censorscope.probes.errors import InvalidTarget
+from censorscope.probes.errors import ConfigError, InvalidTarget
 from censorscope.probes.net import Net, format_host_port, split_host_port
 from censorscope.probes.observation import Observation, Recorder
 
@@ -47,6 +47,12 @@ def parse_endpoint(target: str) -> tuple[str, int]:
     except ValueError as exc:
         raise InvalidTarget(f"expected IP:PORT (an IP literal, [v6]:PORT for IPv6), got {target!r}: {exc}") from None
     return str(ip), port
+
+
+def check_timeout(seconds: float, what: str = "--timeout") -> None:
+    """``ConfigError`` unless ``seconds`` is a positive number of seconds."""
+    if not seconds > 0:
+        raise ConfigError(f"{what} must be > 0 seconds, got {seconds}")
 
 
 async def connect(
@@ -84,6 +90,7 @@ async def close(streams: Streams | None) -> None:
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     """Connect once to ``target`` (IP:PORT) and close."""
     ip, port = parse_endpoint(target)
+    check_timeout(options.timeout)
     rec = Recorder(net.clock)
     _, streams = await connect(net, rec, ip, port, timeout=options.timeout)
     await close(streams)

@@ -280,6 +280,7 @@ async def handshake(
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     """Connect to ``target`` (IP:PORT), handshake, record, close."""
     ip, port = tcp.parse_endpoint(target)
+    tcp.check_timeout(options.timeout)
     rec = Recorder(net.clock)
     conn, streams = await tcp.connect(net, rec, ip, port, timeout=options.timeout)
     if streams is not None:

@@ -122,6 +122,8 @@ async def _reach(net: Net, rec: Recorder, ip: str, port: int, parent_id: int | N
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     """Measure ``target`` (an http(s) URL) step by step; see the module docstring."""
     url = http.check_url(target)
+    tcp.check_timeout(options.timeout)
+    tcp.check_timeout(options.http_timeout, "--http-timeout")
     parts = urlsplit(url)
     host = parts.hostname or ""
     https = parts.scheme == "https"

@@ -101,3 +101,19 @@ def test_cli_json(http_site, refused_address):
     assert "connection_refused" in res.output
     res = runner.invoke(cli, ["probe", "tcp", "example.com:80"])
     assert res.exit_code == 2 and "IP:PORT" in res.output
+
+
+@pytest.mark.parametrize("probe,target,options", [
+    ("tcp", "127.0.0.1:80", {"timeout": 0}),
+    ("tls", "127.0.0.1:443", {"timeout": -1}),
+    ("http", "http://x.test/", {"timeout": 0}),
+    ("http", "http://x.test/", {"max_body_bytes": -1}),
+    ("web", "http://x.test/", {"http_timeout": 0}),
+])
+def test_bad_options_are_config_errors(probe, target, options):
+    from censorscope.probes import registry
+    from censorscope.probes.errors import ConfigError
+
+    module = registry.load(probe)
+    with pytest.raises(ConfigError):
+        asyncio.run(module.measure(target, Net(), module.Options(**options)))
