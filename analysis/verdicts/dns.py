@@ -57,7 +57,9 @@ def responses(q: dict[str, Any]) -> list[dict[str, Any]]:
     if q.get("operation") == "resolve":
         return [{"rcode": "NOERROR" if not q.get("failure") else None, "addresses": q.get("addresses") or [],
                  "answers": [], "source": "system"}]
-    return [r for r in q.get("responses") or [] if isinstance(r, dict)]
+    # responses that do not answer this query (unparseable, wrong id or question) are noise, not evidence
+    return [r for r in q.get("responses") or [] if isinstance(r, dict) and not r.get("parse_error")
+            and not r.get("id_mismatch") and not r.get("question_mismatch")]
 
 
 def first_addresses(q: dict[str, Any]) -> list[str]:

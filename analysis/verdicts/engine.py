@@ -9,9 +9,7 @@ VPN and circumvention probes' owners use it for ``vpn.*`` rules).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from censorscope.analysis.verdicts import dns, fet, http, quic, tcp, throughput, tls, vpn, web
@@ -25,9 +23,11 @@ if TYPE_CHECKING:
 
 Rule = Callable[[Measurement, Context], Verdict]
 
-#: the verdict table's columns, in order
+#: the verdict table's columns, in order (the verdict contract: also the ``report --json`` keys)
 COLUMNS = ("measurement_id", "input", "probe", "vantage_cc", "vantage_asn", "verdict", "method", "confidence",
            "evidence", "rules_version")
+#: further columns of the DataFrame, for aggregation over time (``censorscope.analysis.aggregate``)
+EXTRA_COLUMNS = ("measurement_start_time",)
 
 #: probe name -> rule
 RULES: dict[str, Rule] = {
@@ -94,11 +94,12 @@ def _row(m: Measurement, v: Verdict) -> dict[str, Any]:
         "vantage_cc": m.vantage.get("cc"), "vantage_asn": m.vantage.get("asn"),
         "verdict": v.verdict, "method": v.method, "confidence": round(float(v.confidence), 3),
         "evidence": v.evidence, "rules_version": RULES_VERSION,
+        "measurement_start_time": m.record.get("measurement_start_time"),
     }
 
 
 def verdict_rows(measurements: Any, report: LoadReport | None = None) -> list[dict[str, Any]]:
-    """Verdict rows (dicts with :data:`COLUMNS`) without pandas."""
+    """Verdict rows (dicts with :data:`COLUMNS` and :data:`EXTRA_COLUMNS`) without pandas."""
     return [_row(m, v) for m, v in judge_batch(iter_records(measurements, report))]
 
 
@@ -107,7 +108,7 @@ def verdicts(measurements: Any) -> pd.DataFrame:
 
     ``measurements``: an iterable of stored measurement dicts, or a path / list
     of paths to JSONL files or directories of them. Columns: :data:`COLUMNS`
-    (``verdict`` in ok/down/blocked/inconclusive; ``method`` null unless
+    then :data:`EXTRA_COLUMNS` (``verdict`` in ok/down/blocked/inconclusive; ``method`` null unless
     blocked or residual; ``confidence`` 0..1). ``df.attrs["torn_lines"]`` lists
     unreadable lines as ``(path, line_number)``.
     """
@@ -115,13 +116,8 @@ def verdicts(measurements: Any) -> pd.DataFrame:
 
     report = LoadReport()
     rows = verdict_rows(measurements, report)
-    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    df = pd.DataFrame(rows, columns=list(COLUMNS + EXTRA_COLUMNS))
     for col in ("method", "vantage_cc", "vantage_asn"):  # keep missing values None, never NaN
         df[col] = df[col].astype(object).where(df[col].notna(), None)
     df.attrs["torn_lines"] = list(report.torn)
     return df
-
-
-def is_path_like(x: Any) -> bool:
-    """True for str/Path/os.PathLike values."""
-    return isinstance(x, str | Path | os.PathLike)

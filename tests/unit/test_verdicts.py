@@ -511,7 +511,8 @@ def test_table_columns_and_values(tmp_path):
     f.write_text(json.dumps(ok_m) + "\n" + json.dumps(bad) + "\n" + '{"measurement_id": "torn", "pro')
     for source in ([ok_m, bad], f, [str(tmp_path)]):
         df = analysis.verdicts(source)
-        assert tuple(df.columns) == COLUMNS
+        assert tuple(df.columns) == COLUMNS + ("measurement_start_time",)
+        assert df.measurement_start_time.iloc[0] == ok_m["measurement_start_time"]
         assert list(df.verdict) == ["ok", "blocked"]
         assert set(df.rules_version) == {RULES_VERSION}
         assert df.confidence.between(0, 1).all()
