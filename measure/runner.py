@@ -42,7 +42,7 @@ import socket
 import time
 import types
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -284,11 +284,11 @@ class Runner:
             raise ConfigError(f"bad options for probe {probe!r}: {e}") from None
 
     # --- the plan ---------------------------------------------------------------
-    def iter_units(self, stats: ListStats | None = None) -> Iterator[Unit]:
-        """Every unit of the campaign in run order (deterministic for a seed)."""
+    def iter_units(self, stats: ListStats | None = None, reps: Iterable[int] | None = None) -> Iterator[Unit]:
+        """Every unit of the campaign (of repetitions ``reps``) in run order, deterministic for a seed."""
         c = self.campaign
         seed = c.seed if c.seed is not None else 0
-        for rep in range(c.repeat):
+        for rep in range(c.repeat) if reps is None else reps:
             seen: set[tuple[str, str]] = set()
             window: list[Unit] = []
             chunk = 0
@@ -333,21 +333,17 @@ class Runner:
         s.path = writer.path
         if self.progress:
             self.progress.start(s.planned - s.already_done, s.already_done)
-        queue: asyncio.Queue[Unit | None] = asyncio.Queue(maxsize=2 * self.campaign.concurrency)
-        workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.campaign.concurrency)]
+        workers: list[asyncio.Task[None]] = []
         try:
-            for unit in self.iter_units():
-                if stop.is_set() or s.stopped:
-                    s.stopped = s.stopped or "interrupted"
-                    break
-                if unit.key in self.done:
-                    continue
-                if self._fatal is not None:
-                    break
-                await queue.put(unit)
-            for _ in workers:
-                await queue.put(None)
-            await asyncio.gather(*workers)
+            bulk = bulk_dns_options(self)
+            if bulk is not None:
+                from censorscope.measure.runner_bulk import run_bulk_dns
+
+                await run_bulk_dns(self, bulk, stop)
+            else:
+                queue: asyncio.Queue[Unit | None] = asyncio.Queue(maxsize=2 * self.campaign.concurrency)
+                workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.campaign.concurrency)]
+                await self._feed(queue, workers, stop)
             while self._retest_tasks and self._fatal is None:
                 if stop.is_set():
                     for task in self._retest_tasks:
@@ -363,6 +359,33 @@ class Runner:
             raise self._fatal
         return s
 
+    async def _feed(self, queue: asyncio.Queue[Unit | None], workers: list[asyncio.Task[None]],
+                    stop: asyncio.Event) -> None:
+        for unit in self.iter_units():
+            if self.stopping(stop):
+                break
+            if unit.key in self.done:
+                continue
+            if self._fatal is not None:
+                break
+            await queue.put(unit)
+        for _ in workers:
+            await queue.put(None)
+        await asyncio.gather(*workers)
+
+    def stopping(self, stop: asyncio.Event) -> bool:
+        """True (and the reason recorded) once no new measurement may start."""
+        if stop.is_set() and not self.summary.stopped:
+            self.summary.stopped = "interrupted"
+        return self.summary.stopped is not None
+
+    def finish_unit(self, unit: Unit, m: dict[str, Any]) -> None:
+        """Store a first measurement, mark its unit done, ask the confirmer."""
+        self._store(m, first=True)
+        self.done.add(unit.key)
+        if self.confirm is not None:
+            self._schedule_retests(unit, m)
+
     async def _worker(self, queue: asyncio.Queue[Unit | None]) -> None:
         # A worker never dies early: after a fatal error (the store failed) it keeps
         # draining the queue so the producer cannot block on a full queue.
@@ -375,10 +398,7 @@ class Runner:
             try:
                 options = self._options_cache[(unit.probe, unit.resolver)]
                 m = await self._measure(unit, options, attempt=0, annotations={})
-                self._store(m, first=True)
-                self.done.add(unit.key)
-                if self.confirm is not None:
-                    self._schedule_retests(unit, m)
+                self.finish_unit(unit, m)
             except Exception as e:
                 self._fatal = self._fatal or e
 
@@ -407,9 +427,7 @@ class Runner:
         net = self._nets.get(unit.resolver)
         if net is None:
             net = self._nets[unit.resolver] = self._net_factory(unit.resolver)
-        ann: dict[str, Any] = {"url": unit.url}
-        if unit.category:
-            ann["category_code"] = unit.category
+        ann = self.base_annotations(unit)
         ann.update(annotations)
         timeout = float(getattr(options, "timeout", None) or DEFAULT_PROBE_TIMEOUT)
         watchdog = max(WATCHDOG_MIN, WATCHDOG_FACTOR * timeout)
@@ -422,6 +440,8 @@ class Runner:
         try:
             obs = await asyncio.wait_for(module.measure(unit.target, net, options), watchdog)
             observations = [o.to_dict() for o in obs]
+        except ConfigError:
+            raise  # wrong for every target (e.g. no resolver): stop the run, exit 2
         except ProbeError as e:
             ann["probe_error"] = f"{type(e).__name__}: {e}"
         except TimeoutError:
@@ -436,12 +456,28 @@ class Runner:
             control, control_error = await control_task
             if control_error:
                 ann["control_error"] = control_error
+        return self.envelope(unit, observations, start, runtime, attempt=attempt, annotations=ann, control=control)
+
+    def envelope(
+        self, unit: Unit, observations: list[dict[str, Any]], start: float, runtime: float, *,
+        attempt: int = 0, annotations: dict[str, Any], control: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The stored measurement of ``unit`` (records.build_measurement)."""
+        module = self.modules[unit.probe]
         return build_measurement(
             probe=module.NAME, probe_version=getattr(module, "VERSION", "0"), input=unit.target,
             start_time=start, runtime=runtime, observations=observations, campaign=self.campaign.name,
             run_id=self.run_id, repetition=unit.repetition, attempt=attempt,
-            vantage=self._vantage(unit.resolver, observations), control=control, annotations=ann,
+            vantage=self._vantage(unit.resolver, observations), control=control, annotations=annotations,
         )
+
+    @staticmethod
+    def base_annotations(unit: Unit) -> dict[str, Any]:
+        """What every measurement of ``unit`` carries: the list entry and its category."""
+        ann: dict[str, Any] = {"url": unit.url}
+        if unit.category:
+            ann["category_code"] = unit.category
+        return ann
 
     async def _control(self, probe: str, target: str, options: Any) -> tuple[dict[str, Any] | None, str | None]:
         assert self.control is not None
@@ -531,6 +567,28 @@ class Runner:
                 ann["retest_options"] = rt.options
             m = await self._measure(runit, options, attempt=attempt, annotations=ann)
             self._store(m, first=False)
+
+
+def bulk_dns_options(runner: Runner) -> Any | None:
+    """The dns Options when the campaign can use the bulk UDP engine, else None.
+
+    Eligible: the only probe is the registry's ``dns``, over UDP, with explicit
+    resolvers, and no control provider (controls are per measurement and async).
+    """
+    c = runner.campaign
+    if c.probes != ["dns"] or not c.resolvers or runner.control is not None:
+        return None
+    module = runner.modules["dns"]
+    if module.__name__ != registry.PROBES["dns"]:
+        return None  # a test double: use the per-target path
+    options = runner._options_cache[("dns", c.resolvers[0])]
+    if getattr(options, "transport", None) != "udp":
+        return None
+    try:
+        import censorscope.measure.dns_bulk  # noqa: F401
+    except ImportError:
+        return None
+    return options
 
 
 def summary_lines(s: RunSummary) -> list[str]:

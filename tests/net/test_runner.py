@@ -317,3 +317,18 @@ def test_vantage_ip_only_when_asked(tmp_path):
     _, asked = _run(Campaign(lists=[lst], probes=["fake"], out=str(tmp_path / "b"), store_vantage_ip=True),
                     FakeProbe())
     assert asked[0]["vantage"]["ip"] == "127.0.0.1"
+
+
+def test_config_error_from_a_probe_stops_the_run(tmp_path):
+    from censorscope.probes.errors import ConfigError as CE
+
+    probe = FakeProbe()
+
+    async def broken(target, net, options):
+        raise CE("no resolver given and none found in /etc/resolv.conf")
+
+    probe.module.measure = broken
+    c = Campaign(lists=[_list(tmp_path, [f"http://h{i}.example/" for i in range(50)])], probes=["fake"],
+                 out=str(tmp_path / "o"), concurrency=4)
+    with pytest.raises(ConfigError, match="no resolver given"):
+        _run(c, probe)
