@@ -66,8 +66,39 @@ def groups(measurements: list[Measurement]) -> list[list[Measurement]]:
     return sorted(out, key=lambda g: min((m.start or 0.0) for m in g))
 
 
+def _is_comparison(first: Measurement, m: Measurement) -> bool:
+    """A re-test that measures something else on purpose (innocuous SNI, same-path reference)."""
+    reason = str(m.annotations.get("retest_reason") or "")
+    return m is not first and ("innocuous" in reason or "same-path reference" in reason)
+
+
 def combine_attempts(ms: list[Measurement], vs: list[Verdict]) -> Verdict:
-    """One verdict for a group of attempts (see the module docstring)."""
+    """One verdict for a group of attempts (see the module docstring).
+
+    Re-tests that measure something else on purpose (an innocuous SNI, a
+    same-path reference) are comparisons, not attempts: they never count as
+    "worked". Re-tests with another probe (a TLS re-test of a web failure, a
+    query to an address without a DNS server) count when they show blocking.
+    """
+    if len(vs) == 1:
+        return vs[0]
+    first = ms[0]
+    counted: list[tuple[Measurement, Verdict]] = []
+    comparisons: list[tuple[Measurement, Verdict]] = []
+    for m, v in zip(ms, vs, strict=True):
+        if _is_comparison(first, m) or (m.probe != first.probe and v.verdict != BLOCKED):
+            comparisons.append((m, v))
+        else:
+            counted.append((m, v))
+    v = _combine_counted([m for m, _ in counted], [v for _, v in counted])
+    if comparisons:
+        v = v.with_evidence("Comparisons: " + "; ".join(
+            f"{m.probe} {m.id} ({m.annotations.get('retest_reason', 'retest').split(':')[0]}): {c.verdict}"
+            for m, c in comparisons) + ".")
+    return v
+
+
+def _combine_counted(ms: list[Measurement], vs: list[Verdict]) -> Verdict:
     if len(vs) == 1:
         return vs[0]
     fresh = [(m, v) for m, v in zip(ms, vs, strict=True) if v.method != RESIDUAL]
@@ -75,7 +106,7 @@ def combine_attempts(ms: list[Measurement], vs: list[Verdict]) -> Verdict:
         return vs[0].with_evidence(f"(all {len(vs)} attempts fell in residual windows)")
     if len(fresh) < len(vs):
         # attempts inside another input's penalty box say nothing about this input: judge the rest
-        v = combine_attempts([m for m, _ in fresh], [v for _, v in fresh])
+        v = _combine_counted([m for m, _ in fresh], [v for _, v in fresh])
         return v.with_evidence(f"({len(vs) - len(fresh)} of {len(vs)} attempts discounted as residual censorship)")
     n = len(vs)
     confirmed = [v for v in vs if v.verdict == BLOCKED and v.confidence >= CONFIRMED]
@@ -102,7 +133,7 @@ def combine_attempts(ms: list[Measurement], vs: list[Verdict]) -> Verdict:
 
 
 def _tally(ms: list[Measurement], vs: list[Verdict]) -> str:
-    return ", ".join(f"#{m.attempt} {v.verdict}{' ' + v.method if v.method else ''}" for m, v in zip(ms, vs, strict=True))
+    return ", ".join(f"#{m.attempt} {m.probe} {v.verdict}{' ' + v.method if v.method else ''}" for m, v in zip(ms, vs, strict=True))
 
 
 def _with_count(v: Verdict, note: str) -> Verdict:

@@ -117,6 +117,8 @@ def judge(m: Measurement, q: dict[str, Any], ctx: Context, checks: Checks | None
     found = _fingerprint_verdict(m, q, control_addrs)
     if found:
         return found
+    if _to_no_dns_server(m):
+        return _no_dns_server_verdict(q)
     if m.control_state != "present":
         return inconclusive(E.sentence(f"{E.name(q)}: {q.get('failure') or E.addresses(first_addresses(q))}",
                                        m.control_note()))
@@ -198,6 +200,24 @@ def _judge_failure(m: Measurement, q: dict[str, Any], failure: str, cqs: list[di
         return inconclusive(E.sentence(f"{E.name(q)} failed {failure}", c_desc,
                                        "no other answer from this resolver shows that it works"), WEAK)
     return inconclusive(E.sentence(f"{E.name(q)} failed {failure}", c_desc), WEAK)
+
+
+def _to_no_dns_server(m: Measurement) -> bool:
+    """True for a query sent, by design, to an address that runs no DNS server (the
+    ``no_dns_server`` annotation, or a confirmation re-test made for that purpose)."""
+    reason = str(m.annotations.get("retest_reason") or "")
+    return bool(m.annotations.get("no_dns_server")) or "runs no DNS server" in reason
+
+
+def _no_dns_server_verdict(q: dict[str, Any]) -> Verdict:
+    rs = responses(q)
+    if rs:
+        return blocked("dns.injection", STRONG, E.sentence(
+            f"{E.name(q)} was sent to an address that runs no DNS server and still got "
+            f"{len(rs)} response(s): {_describe_response(rs[0])}",
+            "only an on-path injector can answer there (GFWatch's method)"))
+    return ok(E.sentence(f"{E.name(q)} to an address that runs no DNS server got no answer "
+                         f"({q.get('failure')}): no injector answered on this path"), 0.7)
 
 
 def _answered_only_inside(m: Measurement, q: dict[str, Any], cqs: list[dict[str, Any]],

@@ -485,7 +485,7 @@ def test_one_reset_among_attempts_is_inconclusive():
     first = _tls_attempt("connection_reset", mid="g2")
     rest = [_tls_attempt(None, attempt=i, confirms="g2", start=200 * i) for i in (1, 2, 3)]
     v = one(first, rest)
-    assert v.verdict == "inconclusive" and "Only 1 of 4 attempts" in v.evidence and "#1 ok" in v.evidence
+    assert v.verdict == "inconclusive" and "Only 1 of 4 attempts" in v.evidence and "#1 tls ok" in v.evidence
 
 
 def test_residual_blocking_after_other_input_trigger():
@@ -563,3 +563,28 @@ def test_icmp_unreachable_with_control_connecting_is_reject():
              control_obs=[conn(1, "203.0.113.152:443")])
     v = one(m)
     assert (v.verdict, v.method) == ("blocked", "tcp.reject") and "host_unreachable" in v.evidence
+
+
+def test_innocuous_sni_retest_is_a_comparison_not_an_attempt_that_worked():
+    first = _tls_attempt("connection_reset", mid="c1")
+    inno = meas("tls", "203.0.113.80:443", [conn(1, "203.0.113.80:443"),
+                                             tlsh(2, "203.0.113.80:443", "innocuous.example", parent=1)],
+                control_obs=[conn(1, "203.0.113.80:443"), tlsh(2, "203.0.113.80:443", "innocuous.example", parent=1)],
+                attempt=1, confirms="c1", start=130,
+                ann={"retest_reason": "sni comparison: innocuous innocuous.example to 203.0.113.80:443: x"})
+    again = _tls_attempt("connection_reset", attempt=2, confirms="c1", start=260)
+    v = one(first, [inno, again])
+    assert (v.verdict, v.method) == ("blocked", "tls.sni_reset")
+    assert "2 of 2 attempts" in v.evidence and "Comparisons: tls" in v.evidence and "sni comparison" in v.evidence
+
+
+def test_query_to_address_without_dns_server():
+    reason = {"retest_reason": "query to 203.0.113.254:53, which runs no DNS server (any answer is injected): x"}
+    answered = meas("dns", "blocked.example", [dnsq(1, "blocked.example", ["198.51.100.201"],
+                                                    resolver="203.0.113.254:53")],
+                    control_obs=[dnsq(1, "blocked.example", ["203.0.113.101"])], ann=reason)
+    v = one(answered)
+    assert (v.verdict, v.method) == ("blocked", "dns.injection") and "runs no DNS server" in v.evidence
+    silent = meas("dns", "fine.example", [dnsq(1, "fine.example", failure="generic_timeout_error",
+                                               resolver="203.0.113.254:53")], control=None, ann=reason)
+    assert one(silent).verdict == "ok"
