@@ -580,7 +580,7 @@ def test_innocuous_sni_retest_is_a_comparison_not_an_attempt_that_worked():
 
 def test_query_to_address_without_dns_server():
     reason = {"retest_reason": "query to 203.0.113.254:53, which runs no DNS server (any answer is injected): x"}
-    answered = meas("dns", "blocked.example", [dnsq(1, "blocked.example", ["198.51.100.201"],
+    answered = meas("dns", "blocked.example", [dnsq(1, "blocked.example", ["198.51.100.77"],
                                                     resolver="203.0.113.254:53")],
                     control_obs=[dnsq(1, "blocked.example", ["203.0.113.101"])], ann=reason)
     v = one(answered)
