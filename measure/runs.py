@@ -21,6 +21,7 @@ as done).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -125,48 +126,54 @@ async def execute(
 
     ``tune`` may change operational settings of a resumed campaign
     (concurrency, per-server limit); ``on_start(summary)`` is called before
-    the first measurement (run id, path, planned units and list problems are known). Without ``control``, a campaign with a
-    control URL gets ``control_factory(url, token)``.
+    the first measurement (run id, path, planned units and list problems are
+    known). Without ``control``, a campaign with a control URL gets
+    ``control_factory(url, token)``. ``net_factory(resolver)`` builds the
+    ``Net`` handed to probes (default ``Net``).
     """
     created = time.time()
-    if resume is not None:
-        out = out or Path(campaign.out if campaign else "results")
-        campaign, meta = load_for_resume(out, resume, control_token)
-        hashes = meta.get("list_sha256", {})
-        created = meta.get("created", created)
-        if tune is not None:
-            campaign = tune(campaign)
-        campaign.validate()
-        run_id = resume
-        path = jsonl_path(out, run_id)
-        if path.exists():
+    with contextlib.ExitStack() as stack:
+        writer: JsonlWriter | None = None
+        if resume is not None:
+            out = out or Path(campaign.out if campaign else "results")
+            campaign, meta = load_for_resume(out, resume, control_token)
+            hashes = meta.get("list_sha256", {})
+            created = meta.get("created", created)
+            if tune is not None:
+                campaign = tune(campaign)
+            campaign.validate()
+            run_id = resume
+            path = jsonl_path(out, run_id)
+            # lock first: the tail is only repaired when no other process can be writing it
+            writer = stack.enter_context(JsonlWriter(path))
             cut = truncate_torn_tail(path)
             if cut:
                 log.warning("%s: removed a torn last line (%d bytes) before resuming", path, cut)
-        done, _ = scan_done(path, on_problem)
-    else:
-        if campaign is None:
-            raise ConfigError("nothing to run: give a campaign or --resume RUN_ID")
-        campaign, run_id, out = prepare_new(campaign)
-        path = jsonl_path(out, run_id)
-        done = set()
-        hashes = list_hashes(campaign)
-    if control is None and campaign.control_url and control_factory is not None:
-        control = control_factory(campaign.control_url, campaign.control_token)
-    if confirm is None and campaign.confirm is not None:
-        from censorscope.measure.confirm import make_confirmer  # lazy: confirm imports the runner
+            done, _ = scan_done(path, on_problem)
+        else:
+            if campaign is None:
+                raise ConfigError("nothing to run: give a campaign or --resume RUN_ID")
+            campaign, run_id, out = prepare_new(campaign)
+            path = jsonl_path(out, run_id)
+            done = set()
+            hashes = list_hashes(campaign)
+        if control is None and campaign.control_url and control_factory is not None:
+            control = control_factory(campaign.control_url, campaign.control_token)
+        if confirm is None and campaign.confirm is not None:
+            from censorscope.measure.confirm import make_confirmer  # lazy: confirm imports the runner
 
-        confirm = make_confirmer(campaign.confirm)
-    runner = Runner(
-        campaign, run_id, done=done, probes=probes, control=control, confirm=confirm,
-        progress=progress, disk_guard=disk_guard, net_factory=net_factory,
-    )
-    runner.plan()  # reads the lists (strict errors surface here), before anything is written
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"cannot create output directory {out}: {e.strerror}") from None
-    with JsonlWriter(path) as writer:
+            confirm = make_confirmer(campaign.confirm)
+        runner = Runner(
+            campaign, run_id, done=done, probes=probes, control=control, confirm=confirm,
+            progress=progress, disk_guard=disk_guard, net_factory=net_factory,
+        )
+        runner.plan()  # reads the lists (strict errors surface here), before a new run writes anything
+        if writer is None:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(f"cannot create output directory {out}: {e.strerror}") from None
+            writer = stack.enter_context(JsonlWriter(path))
         write_json_atomic(meta_path(out, run_id), _meta(run_id, campaign, hashes, "running", created=created))
         if on_start is not None:
             runner.summary.path = path

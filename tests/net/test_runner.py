@@ -332,3 +332,18 @@ def test_config_error_from_a_probe_stops_the_run(tmp_path):
                  out=str(tmp_path / "o"), concurrency=4)
     with pytest.raises(ConfigError, match="no resolver given"):
         _run(c, probe)
+
+
+def test_resume_refuses_while_another_process_writes_and_leaves_the_tail_alone(tmp_path):
+    from censorscope.probes.errors import StoreError
+
+    c = Campaign(lists=[_list(tmp_path, ["http://a.example/", "http://b.example/"])], probes=["fake"],
+                 out=str(tmp_path / "o"))
+    summary, _ = _run(c, FakeProbe())
+    with JsonlWriter(summary.path) as other:  # e.g. the original run, still alive
+        with open(summary.path, "ab") as f:
+            f.write(b'{"half": ')
+        with pytest.raises(StoreError, match="another censorscope process"):
+            asyncio.run(execute(None, resume=summary.run_id, out=tmp_path / "o", probes={"fake": FakeProbe().module}))
+        assert summary.path.read_bytes().endswith(b'{"half": ')
+        assert other.lines == 0
