@@ -45,7 +45,8 @@ class Options:
     config: str | None = field(default=None, metadata={"help": "TOML file: sni, alpn, timeout."})
 
 
-def _cert_summary(cert: object) -> dict:
+def cert_summary(cert: object) -> dict:
+    """Subject, issuer, SANs, SHA-256 and validity of an x509.Certificate."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.serialization import Encoding
@@ -145,7 +146,7 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
                 chain = [c for c in [tls._peer_certificate, *tls._peer_certificate_chain] if c is not None]
                 fields = dict(
                     version=f"0x{quic._version:08x}" if quic._version else None, alpn=tls.alpn_negotiated,
-                    peer_certificates=[_cert_summary(c) for c in chain],
+                    peer_certificates=[cert_summary(c) for c in chain],
                     verification=verify_chain(chain, sni or t.host, net.ca_file), t_handshake=round(rec.now(), 6),
                 )
                 client.close()
