@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -176,6 +177,10 @@ def demo(name: str, keep_results: str | None) -> None:
             click.echo(f"$ censorscope lab exec --ns client -- {' '.join(argv)}   (in {work})")
             sys.stdout.flush()
             rc = run_in_lab(name, "client", argv, cwd=work)
+            urls = {u for us in scenario_mod.list_urls("default").values() for u in us}
+            labels = Counter(t.label() for t in sc.truth if t.probe == "web" and t.target in urls)
+            click.echo("ground truth for these targets (what the lab's censor does): "
+                       + ", ".join(f"{k}={v}" for k, v in labels.most_common()))
             if keep_results:
                 import shutil
 
@@ -184,3 +189,8 @@ def demo(name: str, keep_results: str | None) -> None:
     click.echo(f"lab down; demo finished in {time.monotonic() - t0:.1f} s")
     if rc != 0:
         raise LabError(f"the campaign exited with code {rc}")
+
+
+from censorscope.lab.evaluate import evaluate_command  # noqa: E402 - lives in its own module
+
+lab.add_command(evaluate_command)
