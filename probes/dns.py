@@ -160,23 +160,29 @@ def parse_resolver(resolver: str, transport: str) -> tuple[str, int]:
 # --- the stored record of one response (shared with measure.dns_bulk) -------------------
 
 def response_record(
-    data: bytes, t: float, source: str, ip_ttl: int | None, qid: int, qname: str, qtype: int
+    data: bytes, t: float, source: str, ip_ttl: int | None, qid: int, qname: str, qtype: int,
+    question: bytes | None = None,
 ) -> dict[str, Any]:
-    """The stored form of one received datagram/message, flagged if it does not match the query."""
+    """The stored form of one received datagram/message, flagged if it does not match the query.
+
+    ``question`` (optional) is the question section we sent (``dnswire.question_bytes``):
+    a response echoing it byte for byte is parsed without decoding the name again.
+    """
     try:
-        msg = dnswire.parse(data)
+        msg = dnswire.parse(data, (question, qname, qtype) if question is not None else None)
     except dnswire.ParseError as e:
         return {
             "t": round(t, 6), "source": source, "query_id": None, "rcode": None, "flags": [], "ip_ttl": ip_ttl,
             "answers": [], "addresses": [], "size": len(data), "id_mismatch": None, "question_mismatch": None,
             "parse_error": str(e), "raw_b64": base64.b64encode(data[:4096]).decode("ascii"),
         }
+    answers = msg.answers
+    rname = msg.qname
     return {
-        "t": round(t, 6), "source": source, "query_id": msg.id, "rcode": dnswire.rcode_text(msg.rcode),
-        "flags": dnswire.flags_text(msg.flags), "ip_ttl": ip_ttl, "answers": msg.answers,
-        "addresses": [a["data"] for a in msg.answers if a["type"] == "A" or a["type"] == "AAAA"],
+        "t": round(t, 6), "source": source, "query_id": msg.id, "rcode": dnswire.rcode_text(msg.rcode), "flags": dnswire.flags_text(msg.flags), "ip_ttl": ip_ttl, "answers": answers,
+        "addresses": [a["data"] for a in answers if a["type"] == "A" or a["type"] == "AAAA"],
         "size": msg.size, "id_mismatch": msg.id != qid,
-        "question_mismatch": msg.qtype != qtype or msg.qname is None or msg.qname.lower() != qname.lower(),
+        "question_mismatch": msg.qtype != qtype or (rname is not qname and (rname is None or rname.lower() != qname.lower())),
         "parse_error": None, "raw_b64": None,
     }
 
@@ -219,32 +225,34 @@ def ttl_from_ancdata(ancdata: list[tuple[int, int, bytes]]) -> int | None:
     return None
 
 
-def drain_icmp_errors(sock: socket.socket, t: float, fallback: OSError) -> list[dict[str, Any]]:
-    """Read the socket's error queue: one ``{t, source, failure, icmp_type, icmp_code}`` per ICMP error."""
-    out: list[dict[str, Any]] = []
-    for _ in range(64):
+def read_error_queue(sock: socket.socket) -> list[tuple[bytes, dict[str, Any]]]:
+    """Drain the socket's error queue (``IP_RECVERR``).
+
+    Returns one ``(original datagram, {source, failure, icmp_type, icmp_code})``
+    per queued error; the original datagram is the query the error is about, so
+    a multiplexing caller can attribute it by query id.
+    """
+    out: list[tuple[bytes, dict[str, Any]]] = []
+    for _ in range(256):
         try:
-            _data, ancdata, _flags, _addr = sock.recvmsg(512, 512, _MSG_ERRQUEUE)
+            data, ancdata, _flags, _addr = sock.recvmsg(_RECV_SIZE, 512, _MSG_ERRQUEUE)
         except OSError:
             break
         for _level, _kind, value in ancdata:
             if len(value) < _EE.size:
                 continue
             err, origin, itype, icode, _pad, _info, _d = _EE.unpack_from(value)
+            is_icmp = origin in (_EE_ORIGIN_ICMP, _EE_ORIGIN_ICMP6)
             source = None
-            off = value[_EE.size:]
-            if origin == _EE_ORIGIN_ICMP and len(off) >= 8:
-                source = socket.inet_ntop(socket.AF_INET, off[4:8])
-            elif origin == _EE_ORIGIN_ICMP6 and len(off) >= 24:
-                source = socket.inet_ntop(socket.AF_INET6, off[8:24])
-            out.append({
-                "t": round(t, 6), "source": source, "failure": failures.classify(OSError(err, "icmp")),
-                "icmp_type": itype if origin in (_EE_ORIGIN_ICMP, _EE_ORIGIN_ICMP6) else None,
-                "icmp_code": icode if origin in (_EE_ORIGIN_ICMP, _EE_ORIGIN_ICMP6) else None,
-            })
-    if not out:
-        out.append({"t": round(t, 6), "source": None, "failure": failures.classify(fallback),
-                    "icmp_type": None, "icmp_code": None})
+            offender = value[_EE.size:]
+            if origin == _EE_ORIGIN_ICMP and len(offender) >= 8:
+                source = socket.inet_ntop(socket.AF_INET, offender[4:8])
+            elif origin == _EE_ORIGIN_ICMP6 and len(offender) >= 24:
+                source = socket.inet_ntop(socket.AF_INET6, offender[8:24])
+            out.append((data, {
+                "source": source, "failure": failures.classify(OSError(err, os.strerror(err))),
+                "icmp_type": itype if is_icmp else None, "icmp_code": icode if is_icmp else None,
+            }))
     return out
 
 
@@ -268,13 +276,16 @@ async def _udp(
                 return
             except OSError as e:  # an ICMP error was queued (IP_RECVERR)
                 now = rec.now()
-                icmp_errors.extend(drain_icmp_errors(sock, now, e))
+                queued = [info for _data, info in read_error_queue(sock)] or [
+                    {"source": None, "failure": failures.classify(e), "icmp_type": None, "icmp_code": None}]
+                icmp_errors.extend({"t": round(now, 6), **info} for info in queued)
                 if not first.done():
                     first.set_result(now)
                 continue
             now = rec.now()
             responses.append(response_record(
-                data, now, format_host_port(addr[0], addr[1]), ttl_from_ancdata(ancdata), qid, qname, qtype))
+                data, now, format_host_port(addr[0], addr[1]), ttl_from_ancdata(ancdata), qid, qname, qtype,
+                dnswire.question_bytes(dnswire.encode_name(qname), qtype)))
             if not first.done():
                 first.set_result(now)
 

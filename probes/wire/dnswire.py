@@ -24,8 +24,8 @@ import struct
 from typing import Any
 
 __all__ = [
-    "Message", "ParseError", "build_query", "encode_name", "flags_text", "parse", "qtype_code",
-    "qtype_text", "rcode_code", "rcode_text",
+    "Message", "ParseError", "build_query", "build_query_fast", "encode_name", "flags_text", "parse", "qtype_code",
+    "qtype_text", "question_bytes", "rcode_code", "rcode_text",
 ]
 
 QTYPES: dict[str, int] = {
@@ -124,9 +124,16 @@ def rcode_code(text: str) -> int:
     return int(text)
 
 
+_FLAGS_CACHE: dict[int, tuple[str, ...]] = {}
+
+
 def flags_text(flags: int) -> list[str]:
-    """Header flags as text, e.g. ``["QR", "RD", "RA"]``."""
-    return [name for name, bit in _FLAG_BITS if flags & bit]
+    """Header flags as text, e.g. ``["QR", "RD", "RA"]`` (a new list each call)."""
+    flags &= 0x87B0
+    cached = _FLAGS_CACHE.get(flags)
+    if cached is None:
+        cached = _FLAGS_CACHE[flags] = tuple(name for name, bit in _FLAG_BITS if flags & bit)
+    return list(cached)
 
 
 # --- building -------------------------------------------------------------------
@@ -164,6 +171,19 @@ def build_query(name: str, qtype: str | int, qid: int, *, rd: bool = True, edns:
     header = _HEADER.pack(qid & 0xFFFF, 0x0100 if rd else 0, 1, 0, 0, 1 if edns else 0)
     body = encode_name(name) + _QTAIL.pack(code, 1)
     return header + body + _OPT_EDNS if edns else header + body
+
+
+_HEADER_TAIL = b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x01"  # RD, QD=1, AR=1 (the OPT record)
+
+
+def question_bytes(name_wire: bytes, qtype: int) -> bytes:
+    """The question section for an encoded name (``encode_name``) and a type code."""
+    return name_wire + _QTAIL.pack(qtype, 1)
+
+
+def build_query_fast(qid: int, question: bytes) -> bytes:
+    """``build_query(name, qtype, qid)`` for a prepared ``question_bytes`` (bulk sending: ~0.3 µs)."""
+    return qid.to_bytes(2, "big") + _HEADER_TAIL + question + _OPT_EDNS
 
 
 # --- parsing -----------------------------------------------------------------------
@@ -244,22 +264,37 @@ def _skip_name(data: bytes, off: int) -> int:
         off += 1 + length
 
 
-def _fast(data: bytes) -> Message:
+def _fast(data: bytes, expect: tuple[bytes, str, int] | None) -> Message:
     n = len(data)
     qid, flags, qd, an, ns, ar = _HEADER.unpack_from(data)
     if flags & 0x7800 or qd != 1:  # opcode != QUERY, or not exactly one question
         raise _Unusual
-    seen: dict[int, str] = {}
-    qname, off = _read_name(data, 12, seen)
-    if off + 4 > n:
-        raise _Unusual
-    qtype, qclass = _QTAIL.unpack_from(data, off)
-    if qclass != 1:
-        raise _Unusual
-    off += 4
+    if expect is not None and data.startswith(expect[0], 12):
+        # The question echoes ours byte for byte: no need to decode it.
+        qname, qtype = expect[1], expect[2]
+        seen = {12: qname}
+        off = 12 + len(expect[0])
+    else:
+        seen = {}
+        qname, off = _read_name(data, 12, seen)
+        if off + 4 > n:
+            raise _Unusual
+        qtype, qclass = _QTAIL.unpack_from(data, off)
+        if qclass != 1:
+            raise _Unusual
+        off += 4
     answers: list[dict[str, Any]] = []
     for _ in range(an):
-        rname, off = _read_name(data, off, seen)
+        # Inline the usual case: the owner name is a pointer to a name already read.
+        rname = None
+        if off + 1 < n and data[off] >= 0xC0:
+            ptr = ((data[off] & 0x3F) << 8) | data[off + 1]
+            if ptr < off:
+                rname = seen.get(ptr)
+        if rname is None:
+            rname, off = _read_name(data, off, seen)
+        else:
+            off += 2
         if off + 10 > n:
             raise _Unusual
         rtype, rclass, ttl, rdlen = _RRHEAD.unpack_from(data, off)
@@ -283,7 +318,7 @@ def _fast(data: bytes) -> Message:
         off = end
     rcode = flags & 0x000F
     for _ in range(ns + ar):
-        off = _skip_name(data, off)
+        off = off + 1 if off < n and data[off] == 0 else _skip_name(data, off)  # OPT's owner is the root
         if off + 10 > n:
             raise _Unusual
         rtype, _rclass, ttl, rdlen = _RRHEAD.unpack_from(data, off)
@@ -325,11 +360,16 @@ def _slow(data: bytes) -> Message:
         raise ParseError(f"{type(e).__name__}: {e}") from e
 
 
-def parse(data: bytes) -> Message:
-    """Parse one DNS message (fast path, else dnspython). Raises only ``ParseError``."""
+def parse(data: bytes, expect: tuple[bytes, str, int] | None = None) -> Message:
+    """Parse one DNS message (fast path, else dnspython). Raises only ``ParseError``.
+
+    ``expect`` = (``question_bytes`` we sent, its name as text, its type code)
+    is an optional hint: when the response's question section is exactly
+    those bytes, the name is not decoded again.
+    """
     if len(data) < 12:
         raise ParseError(f"message too short ({len(data)} bytes)")
     try:
-        return _fast(data)
+        return _fast(data, expect)
     except _Unusual:
         return _slow(data)

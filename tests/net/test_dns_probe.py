@@ -195,6 +195,13 @@ def test_doh(pki, method):
     assert obs["resolver"] == server.url and obs["responses"][0]["source"].startswith("127.0.0.1:")
 
 
+def test_doh_without_the_ca_fails_verification(pki):
+    ca, ctx = pki
+    with DoHServer(lambda q: (200, "application/dns-message", answer(q, REAL)), ctx) as server:
+        [obs] = run("example.com", Net(ca_file=None), resolver=server.url, transport="doh")
+    assert (obs["failure"], obs["failed_step"], obs["responses"]) == ("ssl_unknown_authority", "http_round_trip", [])
+
+
 def test_doh_http_error_is_server_misbehaving(pki):
     ca, ctx = pki
     with DoHServer(lambda q: (503, "text/plain", b"busy"), ctx) as server:

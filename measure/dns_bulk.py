@@ -1,0 +1,474 @@
+"""Bulk DNS over UDP for campaigns: many names, few sockets, the dns probe's semantics.
+
+``resolve_many`` sends the queries of a ``dns``/``udp`` campaign through a
+handful of UDP sockets, with query ids multiplexed, and produces for every
+name exactly the observation dicts the ``dns`` probe stores (one
+``dns_query`` per type, same fields, same failure rules, shared record
+helpers from ``censorscope.probes.dns``).
+
+Same hold-window semantics as the probe: a query stays alive (its id
+reserved) until ``hold_window`` seconds after its first response or ICMP
+error, and every datagram arriving in that window is recorded in arrival
+order, injected or not. Attribution: by query id (a response with the right
+id but another question is kept and flagged ``question_mismatch``); a
+response with an unknown id is attributed to the live query asking the same
+question (flagged ``id_mismatch``), else counted in ``BulkStats.unmatched``.
+ICMP errors are read from the socket error queue and attributed through the
+query they quote.
+
+Why it is fast (PERF-NOTES.md): ``loop.add_reader`` and draining every ready
+datagram per wake-up, the hand-written parser in ``probes.wire.dnswire``,
+one timer for all deadlines (deadlines are monotonic per queue, so two FIFO
+queues replace a heap), ids recycled FIFO from a shuffled pool so a late
+reply never lands on a just-reused id. Deadlines are checked every
+``TICK`` seconds, so a window may last up to ``TICK`` longer, never shorter.
+
+``concurrency`` bounds the queries waiting for their *first* response;
+queries in their hold window only keep an id (a new socket is opened when a
+socket's 65,536 ids are all in use).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import errno
+import random
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from censorscope.probes import failures
+from censorscope.probes.dns import (
+    _ANC_SIZE,
+    _RECV_SIZE,
+    enable_recv_metadata,
+    normalize_name,
+    outcome,
+    parse_resolver,
+    read_error_queue,
+    response_record,
+    ttl_from_ancdata,
+)
+from censorscope.probes.errors import ConfigError, InvalidTarget
+from censorscope.probes.net import format_host_port
+from censorscope.probes.wire import dnswire
+
+__all__ = ["BulkStats", "resolve_many", "TICK"]
+
+#: Granularity of deadline checks (seconds).
+TICK = 0.005
+MAX_SOCKETS = 256
+_SOCKET_BUFFER = 8 * 1024 * 1024
+
+# errnos an ICMP error for an earlier datagram leaves pending on the socket (IP_RECVERR)
+_PENDING_ICMP = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN,
+                           errno.EPROTO, errno.EMSGSIZE})
+
+OnResult = Callable[[str, list[dict[str, Any]], float, float], None]
+
+
+@dataclass
+class BulkStats:
+    """What a ``resolve_many`` run did (responses include every late/duplicate datagram)."""
+
+    names: int = 0
+    queries: int = 0
+    responses: int = 0
+    timeouts: int = 0
+    send_errors: int = 0
+    icmp_errors: int = 0
+    unmatched: int = 0
+    sockets: int = 0
+    runtime: float = 0.0
+    invalid_names: list[str] = field(default_factory=list)
+
+    @property
+    def qps(self) -> float:
+        """Queries per second over the whole run (including the last hold window)."""
+        return self.queries / self.runtime if self.runtime > 0 else 0.0
+
+
+def _prepare(raw: str) -> tuple[str, bytes]:
+    """(name as the probe would send it, its wire form); ``InvalidTarget`` if impossible."""
+    if raw.isascii():
+        name = raw.strip()
+        if name.endswith(".") and name != ".":
+            name = name[:-1]
+        try:
+            if name:
+                return name, dnswire.encode_name(name)
+        except ValueError:
+            pass
+    name = normalize_name(raw)  # IDN, or raises InvalidTarget with the reason
+    return name, dnswire.encode_name(name)
+
+
+class _Name:
+    __slots__ = ("name", "lower", "wire", "start", "wall", "pending", "observations")
+
+    def __init__(self, name: str, wire: bytes, start: float, wall: float, pending: int) -> None:
+        self.name = name
+        self.lower = name.lower()
+        self.wire = wire
+        self.start = start
+        self.wall = wall
+        self.pending = pending
+        self.observations: list[dict[str, Any]] = []
+
+
+class _Query:
+    __slots__ = ("owner", "qtext", "qcode", "question", "qid", "sock", "t0", "first", "responses", "icmp", "key",
+                 "done")
+
+    def __init__(self, owner: _Name, qtext: str, qcode: int, qtail: bytes) -> None:
+        self.owner = owner
+        self.qtext = qtext
+        self.qcode = qcode
+        self.question = owner.wire + qtail
+        self.qid = -1
+        self.sock: _Socket | None = None
+        self.t0 = 0.0
+        self.first: float | None = None
+        self.responses: list[dict[str, Any]] = []
+        self.icmp: list[dict[str, Any]] = []
+        self.key = (owner.lower, qcode)
+        self.done = False
+
+
+class _Socket:
+    __slots__ = ("sock", "fd", "free", "live")
+
+    def __init__(self, family: int) -> None:
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+        for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):  # SO_*BUFFORCE need CAP_NET_ADMIN
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, force, _SOCKET_BUFFER)
+            except OSError:
+                try:
+                    self.sock.setsockopt(socket.SOL_SOCKET, opt, _SOCKET_BUFFER)
+                except OSError:
+                    pass
+        enable_recv_metadata(self.sock)
+        self.fd = self.sock.fileno()
+        ids = list(range(65536))
+        random.SystemRandom().shuffle(ids)
+        self.free: collections.deque[int] = collections.deque(ids)
+        self.live: dict[int, _Query] = {}
+
+
+class _Engine:
+    def __init__(
+        self, names: Iterable[str], resolver: str, qtypes: tuple[str, ...], hold_window: float, timeout: float,
+        concurrency: int, on_result: OnResult,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.names: Iterator[str] = iter(names)
+        self.host, self.port = parse_resolver(resolver, "udp")
+        self.addr = (self.host, self.port)
+        self.family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        self.shown = format_host_port(self.host, self.port)
+        self.qtypes = [(dnswire.qtype_text(c), c, dnswire.question_bytes(b"", c))
+                       for c in (dnswire.qtype_code(q) for q in qtypes)]
+        self.hold = hold_window
+        self.timeout = timeout
+        self.concurrency = concurrency
+        self.on_result = on_result
+        self.stats = BulkStats()
+        self.sockets: list[_Socket] = []
+        self.by_fd: dict[int, _Socket] = {}
+        self.by_question: dict[tuple[str, int], _Query] = {}
+        self.sources: dict[Any, str] = {}  # (ip, port) -> "ip:port", formatted once
+        self.waiting = 0  # sent, no response yet
+        self.ready: collections.deque[_Query] = collections.deque()  # built, not yet sent
+        self.timeouts: collections.deque[tuple[float, _Query]] = collections.deque()
+        self.holds: collections.deque[tuple[float, _Query]] = collections.deque()
+        self.live_names = 0
+        self.exhausted = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_when = 0.0
+        self.retry: asyncio.TimerHandle | None = None
+        self.done: asyncio.Future[None] = self.loop.create_future()
+        self.clock = time.monotonic
+
+    # --- sockets --------------------------------------------------------------------------
+    def _socket_with_free_id(self) -> _Socket | None:
+        for s in self.sockets:
+            if s.free:
+                return s
+        if len(self.sockets) >= MAX_SOCKETS:
+            return None
+        s = _Socket(self.family)
+        self.sockets.append(s)
+        self.by_fd[s.fd] = s
+        self.loop.add_reader(s.fd, self._on_readable, s)
+        self.stats.sockets = len(self.sockets)
+        return s
+
+    def close(self) -> None:
+        for s in self.sockets:
+            self.loop.remove_reader(s.fd)
+            s.sock.close()
+        for handle in (self.timer, self.retry):
+            if handle is not None:
+                handle.cancel()
+
+    # --- sending ---------------------------------------------------------------------------
+    def _next_name(self) -> bool:
+        for raw in self.names:
+            try:
+                name, wire = _prepare(raw)
+            except InvalidTarget:
+                if len(self.stats.invalid_names) < 1000:
+                    self.stats.invalid_names.append(raw)
+                continue
+            owner = _Name(name, wire, self.clock(), time.time(), len(self.qtypes))
+            self.stats.names += 1
+            self.live_names += 1
+            for qtext, qcode, qtail in self.qtypes:
+                self.ready.append(_Query(owner, qtext, qcode, qtail))
+            return True
+        self.exhausted = True
+        return False
+
+    def fill(self) -> None:
+        """Send queries until ``concurrency`` are waiting for their first answer."""
+        try:
+            self._fill()
+        except BaseException as e:  # surface any bug to the caller of resolve_many
+            self._abort(e)
+
+    def _fill(self) -> None:
+        ready = self.ready
+        clock = self.clock
+        build = dnswire.build_query_fast
+        while self.waiting < self.concurrency:
+            if not ready and (self.exhausted or not self._next_name()):
+                break
+            q = ready[0]
+            s = q.sock if q.sock is not None else self._socket_with_free_id()
+            if s is None:
+                break  # every id of every socket is held; wait for windows to close
+            if q.sock is None:
+                q.sock = s
+                q.qid = s.free.popleft()
+                s.live[q.qid] = q
+            wire = build(q.qid, q.question)
+            try:
+                try:
+                    s.sock.sendto(wire, self.addr)
+                except OSError as e:
+                    if e.errno not in _PENDING_ICMP or isinstance(e, BlockingIOError | InterruptedError):
+                        raise
+                    # An earlier query's ICMP error is reported on this send (sk_err): attribute it
+                    # from the error queue, then send again.
+                    self._icmp(s, e)
+                    s.sock.sendto(wire, self.addr)
+            except (BlockingIOError, InterruptedError):
+                if self.retry is None:  # the send buffer is full: try again shortly
+                    self.retry = self.loop.call_later(0.001, self._retry)
+                break
+            except OSError as e:
+                ready.popleft()
+                q.t0 = clock()
+                self.stats.queries += 1
+                self.stats.send_errors += 1
+                self._finish(q, q.t0, failures.classify(e), "send")
+                continue
+            ready.popleft()
+            now = clock()
+            q.t0 = now
+            self.by_question[q.key] = q
+            self.stats.queries += 1
+            self.waiting += 1
+            self.timeouts.append((now + self.timeout, q))
+            if self.timer is None:
+                self._arm(now + self.timeout)
+        self._maybe_done()
+
+    def _retry(self) -> None:
+        self.retry = None
+        self.fill()
+
+    # --- receiving ------------------------------------------------------------------------------
+    def _on_readable(self, s: _Socket) -> None:
+        try:
+            self._drain(s)
+        except BaseException as e:
+            self._abort(e)
+            return
+        self.fill()
+
+    def _drain(self, s: _Socket) -> None:
+        recvmsg = s.sock.recvmsg
+        live = s.live
+        clock = self.clock
+        sources = self.sources
+        for _ in range(4096):
+            try:
+                data, ancdata, _flags, addr = recvmsg(_RECV_SIZE, _ANC_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                self._icmp(s, e)
+                continue
+            now = clock()
+            q = live.get(int.from_bytes(data[:2], "big")) if len(data) >= 2 else None
+            if q is None:
+                q = self._by_question(data)
+                if q is None:
+                    self.stats.unmatched += 1
+                    continue
+            source = sources.get(addr)
+            if source is None:
+                if len(sources) > 4096:
+                    sources.clear()
+                source = sources[addr] = format_host_port(addr[0], addr[1])
+            self.stats.responses += 1
+            q.responses.append(response_record(
+                data, now - q.owner.start, source, ttl_from_ancdata(ancdata) if ancdata else None,
+                q.qid, q.owner.name, q.qcode, q.question))
+            if q.first is None:
+                self._first_event(q, now)
+
+    def _by_question(self, data: bytes) -> _Query | None:
+        try:
+            msg = dnswire.parse(data)
+        except dnswire.ParseError:
+            return None
+        if msg.qname is None or msg.qtype is None:
+            return None
+        return self.by_question.get((msg.qname.lower(), msg.qtype))
+
+    def _icmp(self, s: _Socket, error: OSError) -> None:
+        now = self.clock()
+        for original, info in read_error_queue(s.sock):
+            q = s.live.get(int.from_bytes(original[:2], "big")) if len(original) >= 2 else None
+            if q is None:
+                self.stats.unmatched += 1
+                continue
+            self.stats.icmp_errors += 1
+            q.icmp.append({"t": round(now - q.owner.start, 6), **info})
+            if q.first is None:
+                self._first_event(q, now)
+
+    def _first_event(self, q: _Query, now: float) -> None:
+        q.first = now
+        self.waiting -= 1
+        self.holds.append((now + self.hold, q))
+        if self.timer is None or self.timer_when > now + self.hold + TICK:
+            self._arm(now + self.hold)
+
+    # --- deadlines --------------------------------------------------------------------------------
+    def _arm(self, when: float) -> None:
+        """Make sure the timer fires by ``when`` (but not sooner than ``TICK`` from now)."""
+        when = max(when, self.loop.time() + TICK)
+        if self.timer is not None:
+            if self.timer_when <= when:
+                return
+            self.timer.cancel()
+        self.timer = self.loop.call_at(when, self._tick)
+        self.timer_when = when
+
+    def _tick(self) -> None:
+        self.timer = None
+        try:
+            now = self.clock()
+            timeouts, holds = self.timeouts, self.holds
+            while timeouts and (timeouts[0][1].first is not None or timeouts[0][1].done):
+                timeouts.popleft()  # answered (now in holds) or finished: stale entry
+            while timeouts and timeouts[0][0] <= now:
+                _, q = timeouts.popleft()
+                if q.first is None and not q.done:
+                    self.waiting -= 1
+                    self.stats.timeouts += 1
+                    self._finish(q, now)
+            while holds and holds[0][0] <= now:
+                self._finish(holds.popleft()[1], now)
+            while timeouts and (timeouts[0][1].first is not None or timeouts[0][1].done):
+                timeouts.popleft()
+            nxt = min([d for d in (timeouts[0][0] if timeouts else None, holds[0][0] if holds else None)
+                       if d is not None], default=None)
+            if nxt is not None:
+                self._arm(nxt)
+        except BaseException as e:
+            self._abort(e)
+            return
+        self.fill()
+
+    # --- results --------------------------------------------------------------------------------------
+    def _finish(self, q: _Query, now: float, failure: str | None = None, failed_step: str | None = None) -> None:
+        q.done = True
+        s = q.sock
+        if s is not None and s.live.get(q.qid) is q:
+            del s.live[q.qid]
+            s.free.append(q.qid)
+        if self.by_question.get(q.key) is q:
+            del self.by_question[q.key]
+        owner = q.owner
+        if failure is None:
+            failure, addresses = outcome(q.responses, q.icmp, q.qtext)
+            failed_step = "receive" if failure is not None and not q.responses else None
+        else:
+            addresses = []
+        owner.observations.append({
+            "id": len(owner.observations) + 1, "operation": "dns_query", "parent_id": None,
+            "t0": round(q.t0 - owner.start, 6), "t": round(now - owner.start, 6), "failure": failure,
+            "query_name": owner.name, "query_type": q.qtext, "transport": "udp", "resolver": self.shown,
+            "query_id": q.qid, "hold_window": self.hold, "responses": q.responses, "addresses": addresses,
+            "icmp_errors": q.icmp, "failed_step": failed_step,
+        })
+        owner.pending -= 1
+        if owner.pending == 0:
+            self.live_names -= 1
+            self.on_result(owner.name, owner.observations, owner.wall, now - owner.start)
+
+    def _maybe_done(self) -> None:
+        if self.exhausted and not self.ready and self.live_names == 0 and not self.done.done():
+            self.done.set_result(None)
+
+    def _abort(self, error: BaseException) -> None:
+        if not self.done.done():
+            self.done.set_exception(error)
+
+
+async def resolve_many(
+    names: Iterable[str],
+    resolver: str,
+    *,
+    qtypes: Iterable[str] = ("A",),
+    hold_window: float = 1.0,
+    timeout: float = 5.0,
+    concurrency: int = 500,
+    on_result: OnResult,
+) -> BulkStats:
+    """Query every name (each type in ``qtypes``) at ``resolver`` (``IP[:PORT]``) over UDP.
+
+    ``on_result(name, observations, start_wall_time, runtime)`` is called once
+    per name when all its queries are finished, with the observation dicts the
+    ``dns`` probe would store (ids 1.. in completion order, times relative to
+    the name's first query). Names are normalised like the probe's targets
+    (IDN to punycode); names that cannot be encoded are skipped and listed in
+    ``BulkStats.invalid_names``. An exception raised by ``on_result`` stops the
+    run and is re-raised here. Raises ``ConfigError`` for unusable arguments.
+    """
+    qtypes = tuple(qtypes)
+    if not qtypes:
+        raise ConfigError("qtypes is empty")
+    if hold_window < 0 or timeout <= 0 or concurrency < 1:
+        raise ConfigError("need hold_window >= 0, timeout > 0 and concurrency >= 1")
+    try:
+        engine = _Engine(names, resolver, qtypes, hold_window, timeout, concurrency, on_result)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    started = time.monotonic()
+    try:
+        engine.fill()
+        await engine.done
+    finally:
+        engine.close()
+        engine.stats.runtime = time.monotonic() - started
+    return engine.stats

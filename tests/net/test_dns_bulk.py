@@ -1,0 +1,163 @@
+"""The bulk DNS engine against loopback servers: same records as the dns probe, every response kept."""
+
+from __future__ import annotations
+
+import asyncio
+
+import dns.message
+import pytest
+from dns_servers import UDPServer, answer, closed_udp_port, no_data, rcode_of
+
+from censorscope.measure.dns_bulk import resolve_many
+from censorscope.probes import dns as dnsprobe
+from censorscope.probes.errors import ConfigError
+from censorscope.probes.net import Net
+
+pytestmark = pytest.mark.net
+
+FORGED, REAL = "203.0.113.66", "198.51.100.7"
+
+
+def inject_then_answer(query):
+    return [(0.0, answer(query, FORGED, ttl=9), "injector"), (0.05, answer(query, REAL), "server")]
+
+
+def bulk(names, resolver, **kw):
+    results: dict[str, tuple[list[dict], float, float]] = {}
+
+    def on_result(name, observations, start, runtime):
+        assert name not in results
+        results[name] = (observations, start, runtime)
+
+    kw.setdefault("hold_window", 0.3)
+    kw.setdefault("timeout", 2.0)
+    stats = asyncio.run(resolve_many(names, resolver, on_result=on_result, **kw))
+    return stats, results
+
+
+def test_double_answers_recorded_like_the_probe():
+    names = [f"site{i}.example" for i in range(40)]
+    with UDPServer(inject_then_answer) as server:
+        stats, results = bulk(names, server.address, concurrency=16)
+        [probe_obs] = asyncio.run(dnsprobe.measure("site0.example", Net(), dnsprobe.Options(
+            resolver=server.address, hold_window=0.3, timeout=2.0)))
+    assert set(results) == set(names)
+    assert (stats.names, stats.queries, stats.responses, stats.timeouts, stats.unmatched) == (40, 40, 80, 0, 0)
+    probe = probe_obs.to_dict()
+    for name, (observations, start, runtime) in results.items():
+        [obs] = observations
+        assert list(obs) == list(probe)  # same keys, same order
+        assert obs["query_name"] == name and obs["failure"] is None and obs["addresses"] == [FORGED]
+        first, second = obs["responses"]
+        assert list(first) == list(probe["responses"][0])
+        assert first["addresses"] == [FORGED] and second["addresses"] == [REAL]
+        assert first["source"].endswith(f":{server.injector_port}") and second["source"].endswith(f":{server.port}")
+        assert first["t"] < second["t"] <= obs["t"] <= runtime + 1e-6
+        assert obs["t"] - first["t"] >= 0.3 - 1e-3  # the window was held open after the first response
+        assert start > 1e9  # wall-clock seconds
+
+
+def test_failures_match_the_probe_strings():
+    def behaviour(q):
+        label = q.question[0].name.labels[0].decode()
+        if label.startswith("nx"):
+            return [(0, answer(q, rcode=rcode_of("NXDOMAIN")), "server")]
+        if label.startswith("sf"):
+            return [(0, answer(q, rcode=rcode_of("SERVFAIL")), "server")]
+        if label.startswith("rf"):
+            return [(0, answer(q, rcode=rcode_of("REFUSED")), "server")]
+        if label.startswith("nodata"):
+            return [(0, no_data(q), "server")]
+        if label.startswith("silent"):
+            return []
+        return [(0, answer(q, REAL), "server")]
+
+    expected = {"ok.example": None, "nx.example": "dns_nxdomain_error", "sf.example": "dns_servfail_error",
+                "rf.example": "dns_refused_error", "nodata.example": "dns_no_answer",
+                "silent.example": "generic_timeout_error"}
+    with UDPServer(behaviour) as server:
+        stats, results = bulk(list(expected), server.address, timeout=0.8, hold_window=0.1)
+    got = {name: obs[0]["failure"] for name, (obs, _s, _r) in results.items()}
+    assert got == expected
+    assert stats.timeouts == 1 and results["silent.example"][0][0]["failed_step"] == "receive"
+
+
+def test_both_types_per_name():
+    def behaviour(q):
+        return [(0, answer(q, REAL if q.question[0].rdtype == 1 else "2001:db8::7"), "server")]
+
+    with UDPServer(behaviour) as server:
+        stats, results = bulk(["a.example", "b.example"], server.address, qtypes=("A", "AAAA"), hold_window=0.05)
+    assert stats.queries == 4
+    for observations, _s, _r in results.values():
+        assert sorted(o["id"] for o in observations) == [1, 2]
+        assert {o["query_type"]: o["addresses"] for o in observations} == {"A": [REAL], "AAAA": ["2001:db8::7"]}
+
+
+def test_wrong_id_is_attributed_by_question_and_strays_are_counted():
+    def behaviour(q):
+        wrong_id = dns.message.from_wire(answer(q, FORGED))
+        wrong_id.id = (q.id + 7) % 65536
+        stray = dns.message.make_query("never-asked.example", "A")
+        stray.id = (q.id + 9) % 65536
+        return [(0, wrong_id.to_wire(), "injector"), (0.01, answer(stray, FORGED), "injector"),
+                (0.03, answer(q, REAL), "server")]
+
+    with UDPServer(behaviour) as server:
+        stats, results = bulk(["x.example"], server.address, hold_window=0.3)
+    [obs] = results["x.example"][0]
+    assert [(r["id_mismatch"], r["addresses"]) for r in obs["responses"]] == [(True, [FORGED]), (False, [REAL])]
+    assert obs["addresses"] == [REAL] and stats.unmatched == 1
+
+
+def test_replies_after_the_window_are_not_attributed():
+    def behaviour(q):
+        return [(0, answer(q, REAL), "server"), (0.8, answer(q, FORGED), "injector")]
+
+    with UDPServer(behaviour) as server:
+        async def go():
+            out = {}
+            stats = await resolve_many(["late.example"], server.address, hold_window=0.1, timeout=2,
+                                       on_result=lambda n, o, s, r: out.setdefault(n, o))
+            return stats, out
+
+        stats, out = asyncio.run(go())
+    [obs] = out["late.example"]
+    assert len(obs["responses"]) == 1 and obs["addresses"] == [REAL]
+
+
+def test_icmp_errors_are_attributed():
+    stats, results = bulk(["a.example", "b.example"], f"127.0.0.1:{closed_udp_port()}", hold_window=0.05)
+    assert stats.icmp_errors == 2
+    for observations, _s, _r in results.values():
+        [obs] = observations
+        assert obs["failure"] == "connection_refused" and obs["icmp_errors"][0]["icmp_type"] == 3
+
+
+def test_invalid_names_are_skipped_and_reported():
+    with UDPServer(lambda q: [(0, answer(q, REAL), "server")]) as server:
+        stats, results = bulk(["ok.example", "a..b", "bücher.example"], server.address, hold_window=0.05)
+    assert set(results) == {"ok.example", "xn--bcher-kva.example"} and stats.invalid_names == ["a..b"]
+
+
+def test_callback_errors_propagate_and_bad_arguments_raise():
+    def boom(*args):
+        raise RuntimeError("disk full")
+
+    with UDPServer(lambda q: [(0, answer(q, REAL), "server")]) as server:
+        with pytest.raises(RuntimeError, match="disk full"):
+            asyncio.run(resolve_many(["a.example"], server.address, hold_window=0.05, on_result=boom))
+    for kwargs in ({"hold_window": -1}, {"concurrency": 0}, {"qtypes": ()}, {"qtypes": ("NOPE",)}):
+        with pytest.raises(ConfigError):
+            asyncio.run(resolve_many(["a.example"], "127.0.0.1:53", on_result=boom, **kwargs))
+    with pytest.raises(ConfigError):
+        asyncio.run(resolve_many(["a.example"], "https://dns.example/dns-query", on_result=boom))
+
+
+def test_many_names_low_concurrency_all_answered():
+    names = [f"n{i}.bulk.test" for i in range(600)]
+    with UDPServer(lambda q: [(0, answer(q, REAL), "server")]) as server:
+        stats, results = bulk(names, server.address, concurrency=50, hold_window=0.02)
+    assert len(results) == 600 and stats.responses == 600 and stats.timeouts == 0
+    ids = {results[n][0][0]["query_id"] for n in names}
+    assert len(ids) > 500  # ids come from a shuffled pool
