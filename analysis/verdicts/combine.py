@@ -115,6 +115,11 @@ def _combine_counted(ms: list[Measurement], vs: list[Verdict]) -> Verdict:
     blocked_by: Counter[str] = Counter(v.method for v in vs if v.verdict == BLOCKED)
     if blocked_by:
         method, k = blocked_by.most_common(1)[0]
+        chain = _trigger_chain(vs)
+        if chain:
+            # the first attempt tripped the censor; later ones met its residual state on the same
+            # server and port (other failure modes, e.g. a reset SYN): all show the same blocking
+            method, k = chain, sum(v.verdict == BLOCKED for v in vs)
         best = max((v for v in vs if v.method == method), key=lambda v: v.confidence)
         if k >= 2:
             conf = min(0.95, best.confidence + 0.05 * (k - 1))
@@ -130,6 +135,17 @@ def _combine_counted(ms: list[Measurement], vs: list[Verdict]) -> Verdict:
         return _with_count(min(vs, key=lambda v: v.confidence), f"all {n} attempts ok")
     return inconclusive(f"The {n} attempts disagree: {_tally(ms, vs)}. First: {vs[0].evidence}",
                         max(v.confidence for v in vs if v.verdict == INCONCLUSIVE) if INCONCLUSIVE in kinds else 0.4)
+
+
+def _trigger_chain(vs: list[Verdict]) -> str | None:
+    """The first blocked attempt's method when every blocked attempt is a stateful failure on the
+    same endpoint (its own residual state explains differing later failure modes), else None."""
+    bl = [v for v in vs if v.verdict == BLOCKED]
+    if len(bl) < 2 or len({v.method for v in bl}) < 2:
+        return None
+    if len({v.endpoint for v in bl}) == 1 and bl[0].endpoint and all(_stateful(v.method) for v in bl):
+        return bl[0].method
+    return None
 
 
 def _tally(ms: list[Measurement], vs: list[Verdict]) -> str:

@@ -588,3 +588,13 @@ def test_query_to_address_without_dns_server():
     silent = meas("dns", "fine.example", [dnsq(1, "fine.example", failure="generic_timeout_error",
                                                resolver="203.0.113.254:53")], control=None, ann=reason)
     assert one(silent).verdict == "ok"
+
+
+def test_own_residual_state_keeps_the_trigger_method():
+    """Attempt 0 is reset on the ClientHello; re-tests inside its own penalty box are reset at connect."""
+    first = _tls_attempt("connection_reset", mid="o1")
+    later = [meas("tls", "blocked.example:443", [conn(1, "203.0.113.80:443", "connection_reset")],
+                  control_obs=[conn(1, "203.0.113.80:443"), tlsh(2, "203.0.113.80:443", "blocked.example", parent=1)],
+                  attempt=i, confirms="o1", start=25 * i) for i in (1, 2)]
+    v = one(first, later)
+    assert (v.verdict, v.method) == ("blocked", "tls.sni_reset") and "3 of 3 attempts" in v.evidence

@@ -1,0 +1,339 @@
+"""Grade the verdict engine in the lab: ``censorscope lab evaluate``.
+
+For each scenario: apply it to a lab, start a control helper in the
+``control`` namespace (the uncensored vantage), run the scenario's campaign
+from the ``client`` namespace with ``censorscope run`` (one run per probe,
+the client's ISP resolver, controls from the helper, confirmation re-tests
+on), judge the stored measurements with ``censorscope.analysis.verdicts``
+and compare each (target, probe) with the scenario's ground truth.
+
+A row matches when the verdict is the expected one and, for ``blocked``, the
+method is the expected one (``vpn.x.blocked`` also matches its sub-methods
+``vpn.x.blocked.<sub>``; the lab's ``dns.sinkhole`` is the engine's
+``dns.blockpage``). A *false blocked* is a ``blocked`` verdict where the truth
+is ``ok`` or ``down``: the error that hurts people, reported separately.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from censorscope.lab import addressing as A
+from censorscope.lab.scenario import Scenario, Truth
+from censorscope.probes.errors import LabError
+
+HELPER_PORT = 8742
+#: the lab's documentation ranges: the helper must be allowed to measure them
+LAB_NETWORKS = ("203.0.113.0/24", "198.51.100.0/24", "2001:db8::/32")
+#: lab method name -> engine method names that mean the same
+METHOD_ALIASES = {"dns.sinkhole": ("dns.blockpage",)}
+#: seconds between confirmation re-tests to one server and port: past the residual scenario's 20 s box
+SPACING = 25.0
+#: per-operation timeout given to probes in the lab (nothing there is far away)
+PROBE_TIMEOUT = 4.0
+RUN_TIMEOUT = 1800.0
+
+
+@dataclass(frozen=True)
+class Row:
+    """One graded (scenario, target, probe)."""
+
+    scenario: str
+    target: str
+    probe: str
+    expected_verdict: str
+    expected_method: str | None
+    verdict: str | None
+    method: str | None
+    match: bool
+    confidence: float | None = None
+    evidence: str = ""
+    measurement_id: str | None = None
+
+    @property
+    def false_blocked(self) -> bool:
+        """A ``blocked`` verdict where the truth is ok or down."""
+        return self.verdict == "blocked" and self.expected_verdict != "blocked"
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` object (the documented keys first, then the details)."""
+        d = asdict(self)
+        d["false_blocked"] = self.false_blocked
+        return d
+
+
+def method_matches(expected: str | None, got: str | None) -> bool:
+    """Does the engine's method ``got`` name the truth's ``expected`` method?"""
+    if expected is None:
+        return True
+    if got is None:
+        return False
+    if got == expected or got.startswith(expected + "."):
+        return True
+    return got in METHOD_ALIASES.get(expected, ())
+
+
+def grade(truth: Truth, verdict: str | None, method: str | None) -> bool:
+    """True when ``verdict``/``method`` is what the ground truth says."""
+    if verdict != truth.verdict:
+        return False
+    return truth.verdict != "blocked" or method_matches(truth.method, method)
+
+
+def expected_input(probe: str, target: str) -> str | None:
+    """The ``input`` a campaign stores for ``target`` measured by ``probe`` (None: not applicable)."""
+    from censorscope.measure.targets import normalize_url
+    from censorscope.probes import registry
+
+    module = registry.load(probe)
+    try:
+        url = normalize_url(target)
+    except Exception:  # noqa: BLE001 - a target lists cannot hold is compared as written
+        return target
+    return module.target_from_url(url)
+
+
+def campaign_toml(scenario: str, probe: str, list_file: Path, out: Path, control_url: str) -> str:
+    """The campaign a scenario's targets for one probe are measured with."""
+    return "\n".join([
+        f'name = "lab-evaluate-{scenario}"',
+        "[targets]",
+        f"lists = [{str(list_file)!r}]",
+        "strict = true",
+        "[run]",
+        f'probes = ["{probe}"]',
+        "concurrency = 16",
+        "per_server = 4",
+        f"timeout = {PROBE_TIMEOUT}",
+        "seed = 1",
+        f"out = {str(out)!r}",
+        f'resolvers = ["{A.RESOLVER_V4}"]',
+        "[vantage]",
+        'cc = "ZZ"',
+        'asn = "AS64496"',
+        'network = "censorscope lab client"',
+        "[control]",
+        f'url = "{control_url}"',
+        "[confirm]",
+        "enabled = true",
+        "attempts = 2",
+        f"spacing = {SPACING}",
+        'innocuous_sni = "innocuous.invalid.example"',
+        f'no_dns_server = "{A.NO_DNS_V4}"',
+        "",
+    ]).replace("'", '"')
+
+
+def _censorscope() -> list[str]:
+    exe = Path(sys.executable).with_name("censorscope")
+    if exe.exists():
+        return [str(exe)]
+    return [sys.executable, "-c", "from censorscope.measure.cli import main; main()"]
+
+
+def _port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class Evaluator:
+    """Runs scenarios' campaigns in one lab (a ``Topology`` and its environment)."""
+
+    def __init__(self, topo: Any, env: dict[str, str], workdir: Path,
+                 progress: Callable[[str], None] = lambda _: None) -> None:
+        self.topo = topo
+        self.env = dict(env)
+        self.env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + self.env.get("PATH", "")
+        self.workdir = workdir
+        self.progress = progress
+        self.control_url = f"http://{A.CONTROL_V4}:{HELPER_PORT}"
+        self._helper_key = f"evaluate-helper-{os.getpid()}"
+
+    # --- the control helper -------------------------------------------------
+    def start_helper(self) -> None:
+        """Start ``censorscope helper serve`` in the control namespace and wait until the client reaches it."""
+        argv = [*_censorscope(), "helper", "serve", "--listen", f"{A.CONTROL_V4}:{HELPER_PORT}",
+                "--resolver", A.PUBLIC_RESOLVER_V4, "--rate", "1000", "--burst", "1000"]
+        for net in LAB_NETWORKS:
+            argv += ["--allow", net]
+        log = self.workdir / "helper.log"
+        p = self.topo.spawn(self._helper_key, "control", argv, log=log, env=self.env)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.topo.call_in("client", _port_open, A.CONTROL_V4, HELPER_PORT):
+                return
+            if p.poll() is not None:
+                break
+            time.sleep(0.1)
+        tail = log.read_text(errors="replace")[-600:] if log.exists() else ""
+        raise LabError(f"the control helper did not come up in the control namespace: {tail or 'no output'}")
+
+    def stop_helper(self) -> None:
+        """Stop the helper (idempotent)."""
+        self.topo.stop(self._helper_key)
+
+    # --- one scenario ---------------------------------------------------------
+    def run_scenario(self, sc: Scenario) -> list[Row]:
+        """Measure every truth row of ``sc`` (the lab must already run ``sc``) and grade it."""
+        from censorscope.analysis.verdicts import verdict_rows
+
+        base = self.workdir / sc.name
+        if base.exists():
+            shutil.rmtree(base)
+        base.mkdir(parents=True)
+        by_probe: dict[str, list[Truth]] = {}
+        for t in sc.truth:
+            by_probe.setdefault(t.probe, []).append(t)
+        got: dict[tuple[str, str], dict[str, Any]] = {}
+        for probe, truths in by_probe.items():
+            out = base / probe
+            lst = base / f"{probe}.txt"
+            lst.write_text("".join(f"{t.target}\n" for t in truths))
+            camp = base / f"{probe}.toml"
+            camp.write_text(campaign_toml(sc.name, probe, lst, out, self.control_url))
+            self.progress(f"{sc.name}: {probe} x {len(truths)}")
+            p = self.topo.run("client", [*_censorscope(), "run", str(camp)], check=False, timeout=RUN_TIMEOUT,
+                              env=self.env)
+            (base / f"{probe}.run.log").write_text(p.stdout + p.stderr)
+            if not out.exists() or not any(out.glob("*.jsonl")):
+                raise LabError(f"{sc.name}: `censorscope run` for {probe} stored nothing (exit {p.returncode}): "
+                               f"{(p.stderr or p.stdout).strip()[-600:]}")
+            for r in verdict_rows(out):
+                got[(r["probe"], r["input"])] = r
+        rows = []
+        for t in sc.truth:
+            inp = expected_input(t.probe, t.target)
+            r = got.get((t.probe, inp or t.target))
+            verdict, method = (r["verdict"], r["method"]) if r else (None, None)
+            rows.append(Row(sc.name, t.target, t.probe, t.verdict, t.method, verdict, method,
+                            grade(t, verdict, method), r["confidence"] if r else None,
+                            r["evidence"] if r else "no measurement was stored for this target",
+                            r["measurement_id"] if r else None))
+        return rows
+
+
+def evaluate(scenarios: Iterable[Scenario], *, lab_name: str | None = None, workdir: Path | None = None,
+             progress: Callable[[str], None] = lambda _: None) -> list[Row]:
+    """Grade ``scenarios``. Without ``lab_name`` a private lab is built (and torn down) and switched
+    between them; with it, the running lab of that name is used as it is: it must run the one
+    scenario given."""
+    from censorscope.lab.lab import Lab
+    from censorscope.lab.servers import lab_env
+    from censorscope.lab.topology import Topology, read_state, require_root, state_dir
+
+    require_root()
+    scenarios = list(scenarios)
+    tmp = None
+    if workdir is None:
+        tmp = tempfile.mkdtemp(prefix="censorscope-evaluate-")
+        workdir = Path(tmp)
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        if lab_name is not None:
+            state = read_state(lab_name)
+            running = state.get("scenario")
+            if not state or not running:
+                raise LabError(f"lab {lab_name!r} is not up; start it with `censorscope lab up --name {lab_name}`")
+            if [s.name for s in scenarios] != [running]:
+                raise LabError(f"lab {lab_name!r} runs scenario {running!r}; evaluate exactly that one there "
+                               f"(or leave out --name to build a lab for {', '.join(s.name for s in scenarios)})")
+            ev = Evaluator(Topology(lab_name, keep=True), lab_env(state_dir(lab_name)), workdir, progress)
+            ev.start_helper()
+            try:
+                return ev.run_scenario(scenarios[0])
+            finally:
+                ev.stop_helper()
+        rows: list[Row] = []
+        with Lab(f"ev{os.getpid() % 100000}") as lab:
+            lab.up(scenarios[0])
+            ev = Evaluator(lab.topo, lab.env(), workdir, progress)
+            ev.start_helper()
+            for i, sc in enumerate(scenarios):
+                if i:
+                    lab.switch(sc)
+                rows += ev.run_scenario(sc)
+            ev.stop_helper()
+        return rows
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- the command ---------------------------------------------------------------------------
+def _table(rows: list[Row]) -> str:
+    head = ("scenario", "target", "probe", "expected", "got", "match")
+    data = [(r.scenario, r.target, r.probe,
+             r.expected_verdict + (f" {r.expected_method}" if r.expected_method else ""),
+             (r.verdict or "-") + (f" {r.method}" if r.method else ""),
+             "yes" if r.match else ("NO (false blocked)" if r.false_blocked else "NO")) for r in rows]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *data, strict=False)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip() for line in (head, *data)]
+    return "\n".join(lines)
+
+
+def totals(rows: list[Row]) -> str:
+    """``N rows: M match, K mismatch (F false blocked)``."""
+    bad = [r for r in rows if not r.match]
+    return (f"{len(rows)} rows: {len(rows) - len(bad)} match, {len(bad)} mismatch "
+            f"({sum(r.false_blocked for r in rows)} false blocked)")
+
+
+@click.command("evaluate")
+@click.option("--scenario", "scenario_names", multiple=True,
+              help="Shipped scenario to grade (repeatable; see `censorscope lab scenarios`).")
+@click.option("--scenario-file", "scenario_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="A scenario TOML file of your own (repeatable).")
+@click.option("--all", "all_scenarios", is_flag=True, help="Every shipped scenario, negative controls included.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per row: scenario, target, probe, expected_verdict, expected_method, "
+                   "verdict, method, match (and details).")
+@click.option("--name", default=None,
+              help="Use this running lab (`lab up --name N --scenario S`) instead of building one; it grades S.")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep the campaigns, measurements and logs in this directory.")
+def evaluate_command(scenario_names: tuple[str, ...], scenario_files: tuple[str, ...], all_scenarios: bool,
+                     as_json: bool, name: str | None, out: Path | None) -> None:
+    """Grade censorscope's verdicts against the scenarios' ground truth (needs root).
+
+    Runs each scenario's campaign from the client namespace with controls from
+    the control namespace, judges the measurements and prints one row per
+    (scenario, target, probe): expected, got, match; then totals. Exit code 1
+    on any mismatch.
+    """
+    from censorscope.lab import scenario as scenario_mod
+    from censorscope.lab import topology
+
+    topology.require_root()
+    names = list(scenario_names)
+    if all_scenarios:
+        if names or scenario_files:
+            raise click.UsageError("--all grades every shipped scenario: give no --scenario/--scenario-file with it")
+        names = scenario_mod.shipped()
+    scs = [scenario_mod.load(n) for n in names] + [scenario_mod.load_file(f) for f in scenario_files]
+    if not scs:
+        raise click.UsageError("give --scenario NAME, --scenario-file FILE or --all")
+    rows = evaluate(scs, lab_name=name, workdir=out,
+                    progress=lambda msg: click.echo(f"measuring {msg}", err=True))
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(r.to_json(), ensure_ascii=False))
+    else:
+        click.echo(_table(rows))
+        click.echo(totals(rows))
+    if any(not r.match for r in rows):
+        sys.exit(1)
