@@ -252,6 +252,9 @@ class Runner:
                     f"unknown option(s) {', '.join(sorted(unknown))} for probe {name!r} "
                     f"(known: {', '.join(sorted(_option_fields(module)))})"
                 )
+            if "resolver" in self.campaign.probe_options.get(name, {}):
+                # one place for resolvers, so that every measurement's vantage.resolver is right
+                raise ConfigError(f"set resolvers with [run] resolvers or --resolver, not in [probe.{name}]")
         extra = set(self.campaign.probe_options) - set(self.campaign.probes)
         if extra:
             raise ConfigError(f"[probe.{sorted(extra)[0]}] options given for a probe that is not run")

@@ -186,6 +186,9 @@ def test_probe_options_resolvers_and_unknown_options(tmp_path):
     bad = dataclasses.replace(c, probe_options={"fake": {"flavor": "x"}})
     with pytest.raises(ConfigError, match=r"unknown option\(s\) flavor for probe 'fake'"):
         _run(bad, probe)
+    res = dataclasses.replace(c, probe_options={"fake": {"resolver": "127.0.0.9"}})
+    with pytest.raises(ConfigError, match=r"not in \[probe.fake\]"):
+        _run(res, probe)
     other = dataclasses.replace(c, probe_options={"dns": {"x": 1}})
     with pytest.raises(ConfigError, match=r"\[probe.dns\] options given for a probe that is not run"):
         _run(other, probe)
