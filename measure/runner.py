@@ -587,10 +587,6 @@ def bulk_dns_options(runner: Runner) -> Any | None:
     options = runner._options_cache[("dns", c.resolvers[0])]
     if getattr(options, "transport", None) != "udp":
         return None
-    try:
-        import censorscope.measure.dns_bulk  # noqa: F401
-    except ImportError:
-        return None
     return options
 
 
