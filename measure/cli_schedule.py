@@ -63,6 +63,7 @@ def _schedule(campaign_file: Path, every: str, jitter: str) -> Schedule:
 
 
 def _runner(campaign_file: Path):  # noqa: ANN202 - returns the CampaignRun callable
+    from censorscope.measure.control import make_control_provider
     from censorscope.measure.runs import execute
 
     campaign, out = _campaign_paths(campaign_file)
@@ -70,7 +71,8 @@ def _runner(campaign_file: Path):  # noqa: ANN202 - returns the CampaignRun call
     async def run(resume: str | None, stop: asyncio.Event) -> RunOutcome:
         summary = await execute(
             None if resume else campaign, resume=resume, out=out, stop=stop, disk_guard=DiskGuard(out),
-            on_start=lambda run_id, path: log_event("run_file", run_id=run_id, path=str(path)),
+            control_factory=make_control_provider,
+            on_start=lambda s: log_event("run_file", run_id=s.run_id, path=str(s.path), planned=s.planned),
         )
         if summary.stopped:
             log_event("run_stopped", run_id=summary.run_id, reason=summary.stopped)

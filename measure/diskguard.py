@@ -38,7 +38,10 @@ class DiskGuard:
 
     def free_bytes(self) -> tuple[int, int]:
         """(bytes available to this user, file system size)."""
-        st = os.statvfs(self.path)
+        path = self.path
+        while not path.exists() and path != path.parent:  # not created yet: its file system is the parent's
+            path = path.parent
+        st = os.statvfs(path)
         return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
 
     def reserve(self) -> int:
