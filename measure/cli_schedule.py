@@ -27,10 +27,10 @@ from censorscope.measure.daemon import RunOutcome, ScheduledCampaign, log_event
 from censorscope.measure.diskguard import DiskGuard
 from censorscope.measure.schedule import Schedule, parse_duration
 from censorscope.measure.units import (
-    RAW_SOCKET_PROBES,
     UNIT_PREFIX,
     UnitSpec,
     cron_line,
+    needs_raw_sockets,
     render_service,
     render_timer,
     unit_name,
@@ -133,7 +133,7 @@ def install(campaign: Path, every: str, jitter: str, user: str | None, unit_dir:
         state_dir=_state_dir(out, state_dir), user=user,
         # `python -m censorscope` is immune to PATH differences between a shell and systemd
         command=(sys.executable, "-m", "censorscope"),
-        needs_raw_sockets=bool(set(c.probes) & RAW_SOCKET_PROBES),
+        needs_raw_sockets=needs_raw_sockets(c.probes),
     )
     _schedule(campaign, every, jitter)  # validates interval and jitter
     if cron:

@@ -24,8 +24,13 @@ from censorscope.measure.schedule import format_duration
 from censorscope.probes.errors import ConfigError
 
 UNIT_PREFIX = "censorscope-"
-#: Probes that open raw sockets and therefore need CAP_NET_RAW.
-RAW_SOCKET_PROBES = frozenset({"traceroute", "ttl_trace"})
+
+
+def needs_raw_sockets(probes: list[str]) -> bool:
+    """True when a probe of the campaign declares ``NEEDS_RAW_SOCKETS = True`` (it then gets CAP_NET_RAW)."""
+    from censorscope.probes import registry
+
+    return any(getattr(registry.load(name), "NEEDS_RAW_SOCKETS", False) for name in probes)
 
 
 def unit_name(campaign: Path) -> str:

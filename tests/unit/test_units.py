@@ -82,6 +82,20 @@ def test_systemd_analyze_catches_a_broken_unit(tmp_path: Path):
     assert r.returncode != 0
 
 
+def test_raw_socket_need_comes_from_the_probe_modules(monkeypatch):
+    import types
+
+    from censorscope.measure import units
+    from censorscope.probes import registry
+
+    fake = types.ModuleType("rawprobe")
+    fake.NEEDS_RAW_SOCKETS = True
+    real_load = registry.load
+    monkeypatch.setattr(registry, "load", lambda name: fake if name == "rawprobe" else real_load(name))
+    assert units.needs_raw_sockets(["tcp", "rawprobe"]) is True
+    assert units.needs_raw_sockets(["tcp", "web"]) is False
+
+
 def test_cron_line(tmp_path: Path):
     spec = _spec(tmp_path)
     line = cron_line(spec)
