@@ -13,12 +13,16 @@ the target transfer's per-interval rates with
   which shows that the server itself can serve fast.
 
 Rule: the target is *throttled* when it is markedly slower than the reference
-(median-rate ratio below ``ratio_threshold``) **and** a one-sided Mann-Whitney U
-test says its per-interval rates are stochastically smaller (p < ``alpha``).
-When the reference is slow too, the path is slow: *not throttled*. Without a
-reference nothing can separate throttling from path slowness: *inconclusive*.
+(overall-rate ratio below ``ratio_threshold``) **and** a one-sided Mann-Whitney U
+test says its rates over successive windows are stochastically smaller
+(p < ``alpha``).
+When the target is not markedly slower than the reference (the reference is
+slow too: the path is slow), it is *not throttled*. Markedly slower but not
+significantly (too few intervals, too noisy) is *inconclusive*, and so is
+everything without a reference: nothing else separates throttling from path
+slowness.
 
-Per-interval rates of one TCP transfer are autocorrelated, so the U test's
+Windowed rates of one TCP transfer are autocorrelated, so the U test's
 p-value is optimistic; the ratio threshold is the guard against calling small,
 "significant" differences throttling. Pooling several transfers (retests)
 makes the test more honest: pass a list of sample lists.
@@ -32,7 +36,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 
 import numpy as np
 
@@ -56,9 +59,10 @@ class ThroughputComparison:
     """The outcome of ``compare_throughput``.
 
     ``status`` is ``throttled``, ``not_throttled`` or ``inconclusive``;
-    ``*_rate`` are median bytes per second over sampling intervals; ratios are target
-    median divided by the other's median (< 1: target slower); p-values are
-    one-sided (target slower). ``explanation`` is one sentence for reports.
+    ``*_rate`` are overall body rates in bytes per second; ratios are the
+    target's rate divided by the other's (< 1: target slower); p-values are
+    one-sided (target slower) over windowed rates; ``n_*`` count the windows.
+    ``explanation`` is one sentence for reports.
     """
 
     status: str
@@ -76,32 +80,61 @@ class ThroughputComparison:
     rule_version: str = RULE_VERSION
 
 
-def interval_rates(samples: Samples | Sequence[Samples]) -> np.ndarray:
-    """Bytes per second over each sampling interval, pooled over transfers.
+#: Default width (s) of the windows rates are computed over. Packets of a
+#: policed flow arrive in bursts (at 130 kbit/s one 1448-byte segment every
+#: ~90 ms), so finer sampling intervals are merged into windows at least this wide.
+DEFAULT_WINDOW = 0.25
+
+
+def _body_points(transfer: Samples) -> list[tuple[float, float]]:
+    """The samples from the first one that counts body bytes on (the time to first
+    byte measures latency, not throughput); a transfer that was sampled only at its
+    start and end keeps both (its rate then includes the time to first byte)."""
+    pts = sorted((float(t), float(b)) for t, b in transfer)
+    first = next((i for i, (_, b) in enumerate(pts) if b > 0), None)
+    if first is None:
+        return []
+    if first == len(pts) - 1:  # all bytes arrived within one sampling interval
+        return pts[max(0, first - 1):]
+    return pts[first:]
+
+
+def interval_rates(samples: Samples | Sequence[Samples], window: float = DEFAULT_WINDOW) -> np.ndarray:
+    """Bytes per second over consecutive windows of each transfer, pooled over transfers.
 
     Accepts one transfer's ``[[t, cumulative_bytes], ...]`` or a list of such
-    lists. Intervals before the first byte arrived (connection set-up, time to
-    first byte) and intervals of zero length are skipped: they measure latency,
-    not throughput.
+    lists. Sampling intervals are merged into windows at least ``window``
+    seconds wide; a transfer shorter than one window gives one rate (its
+    whole transfer), a trailing partial window is kept only when at least half
+    as wide.
     """
-    transfers = _as_transfers(samples)
     rates: list[float] = []
-    for transfer in transfers:
-        pts = sorted((float(t), float(b)) for t, b in transfer)
-        started = False
-        for (t0, b0), (t1, b1) in pairwise(pts):
-            if not started:
-                if b1 <= 0:
-                    continue
-                started = True
-                if b0 <= 0 and len(pts) > 2:
-                    # the interval that contains the first byte also contains
-                    # part of the time to first byte: it would understate the rate
-                    continue
-            dt = t1 - t0
-            if dt > 0:
-                rates.append(max(0.0, b1 - b0) / dt)
+    for transfer in _as_transfers(samples):
+        pts = _body_points(transfer)
+        if len(pts) < 2:
+            continue
+        own: list[float] = []
+        t0, b0 = pts[0]
+        for t1, b1 in pts[1:]:
+            if t1 - t0 >= window * (1 - 1e-9):
+                own.append(max(0.0, b1 - b0) / (t1 - t0))
+                t0, b0 = t1, b1
+        t_end, b_end = pts[-1]
+        if t_end > t0 and (not own or t_end - t0 >= window / 2):
+            own.append(max(0.0, b_end - b0) / (t_end - t0))
+        rates += own
     return np.asarray(rates, dtype=float)
+
+
+def overall_rate(samples: Samples | Sequence[Samples]) -> float | None:
+    """Body bytes per second over all transfers together (from each one's first byte)."""
+    total_bytes = total_time = 0.0
+    for transfer in _as_transfers(samples):
+        pts = _body_points(transfer)
+        if len(pts) >= 2 and pts[-1][0] > pts[0][0]:
+            total_bytes += pts[-1][1] - pts[0][1]
+            total_time += pts[-1][0] - pts[0][0]
+    return total_bytes / total_time if total_time > 0 else None
 
 
 def _as_transfers(samples: Samples | Sequence[Samples]) -> list[Samples]:
@@ -142,17 +175,15 @@ def mann_whitney_less(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.n
 
 
 def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties sharing the mean of the ranks they span."""
     order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(len(values), dtype=float)
-    sorted_vals = values[order]
-    i = 0
-    while i < len(values):
-        j = i
-        while j + 1 < len(values) and sorted_vals[j + 1] == sorted_vals[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1  # ranks are 1-based
-        i = j + 1
-    return ranks
+    position = np.empty(len(values), dtype=np.intp)
+    position[order] = np.arange(len(values))
+    ordered = values[order]
+    new_value = np.r_[True, ordered[1:] != ordered[:-1]]
+    group = np.cumsum(new_value)[position]  # 1-based index of each value's tie group
+    bounds = np.r_[np.nonzero(new_value)[0], len(values)]  # where each group starts, then the end
+    return 0.5 * (bounds[group - 1] + bounds[group] + 1)
 
 
 def _exact_cdf(u: float, n1: int, n2: int) -> float:
@@ -180,10 +211,6 @@ def _exact_cdf(u: float, n1: int, n2: int) -> float:
     return float(counts[: int(math.floor(u + 1e-9)) + 1].sum() / total)
 
 
-def _median(rates: np.ndarray) -> float | None:
-    return float(np.median(rates)) if len(rates) else None
-
-
 def _fmt_rate(bps: float | None) -> str:
     if bps is None:
         return "n/a"
@@ -202,20 +229,28 @@ def compare_throughput(
     ratio_threshold: float = 0.5,
     alpha: float = 0.01,
     min_intervals: int = 5,
+    window: float = DEFAULT_WINDOW,
 ) -> ThroughputComparison:
     """Decide whether the target transfer was throttled (see the module docstring).
 
-    ``ratio_threshold``: the target's median rate must be below this fraction
+    ``ratio_threshold``: the target's overall rate must be below this fraction
     of the reference's to count as throttled (0.5: at most half as fast).
+    ``window``: width (s) of the windows whose rates the U test compares.
     ``alpha``: significance level of the one-sided U test. ``min_intervals``:
-    fewer sampling intervals than this on either side gives ``inconclusive``.
+    a target observed for fewer sampling intervals is never called throttled
+    (a throttled transfer is slow, so it is observed for long). A fast object
+    may finish within a few intervals on either side: the U test's exact null
+    distribution is valid for any sample size, it simply cannot reach ``alpha``
+    with too few values, and then the answer is ``inconclusive``.
     """
     if not 0 < ratio_threshold < 1:
         raise ValueError("ratio_threshold must be between 0 and 1")
-    t_rates = interval_rates(target)
-    r_rates = interval_rates(reference) if reference is not None else np.asarray([])
-    c_rates = interval_rates(control) if control is not None else np.asarray([])
-    t_med, r_med, c_med = _median(t_rates), _median(r_rates), _median(c_rates)
+    t_rates = interval_rates(target, window)
+    r_rates = interval_rates(reference, window) if reference is not None else np.asarray([])
+    c_rates = interval_rates(control, window) if control is not None else np.asarray([])
+    t_med = overall_rate(target)
+    r_med = overall_rate(reference) if reference is not None else None
+    c_med = overall_rate(control) if control is not None else None
 
     def ratio(other: float | None) -> float | None:
         if t_med is None or other is None or other <= 0:
@@ -223,7 +258,7 @@ def compare_throughput(
         return t_med / other
 
     def pval(other: np.ndarray) -> float | None:
-        if len(t_rates) < min_intervals or len(other) < min_intervals:
+        if len(t_rates) == 0 or len(other) == 0:
             return None
         return mann_whitney_less(t_rates, other).p_value
 
@@ -237,34 +272,39 @@ def compare_throughput(
     def out(status: str, explanation: str) -> ThroughputComparison:
         return ThroughputComparison(status=status, explanation=explanation, **result)  # type: ignore[arg-type]
 
-    if len(t_rates) < min_intervals:
-        return out("inconclusive", f"The target transfer has {len(t_rates)} sampling intervals; "
-                   f"at least {min_intervals} are needed to judge its rate.")
+    if len(t_rates) == 0:
+        return out("inconclusive", "The target transfer received no body bytes to measure a rate from.")
     slow_vs_control = (
         result["ratio_control"] is not None and result["ratio_control"] < ratio_threshold
         and result["p_value_control"] is not None and result["p_value_control"] < alpha
     )
-    if reference is None or len(r_rates) < min_intervals:
-        what = "no reference transfer" if reference is None else f"only {len(r_rates)} reference intervals"
+    if len(r_rates) == 0:
+        what = "no reference transfer" if reference is None else "a reference transfer without data"
         if slow_vs_control:
             return out("inconclusive", f"The target ({_fmt_rate(t_med)}) is slower than the control "
                        f"({_fmt_rate(c_med)}), but with {what} on the same path, path slowness "
                        "cannot be told apart from throttling.")
         return out("inconclusive", f"With {what} on the same path, throttling cannot be judged "
-                   f"(target median {_fmt_rate(t_med)}).")
+                   f"(target {_fmt_rate(t_med)}).")
     ratio_ref, p_ref = result["ratio_reference"], result["p_value_reference"]
-    assert p_ref is not None  # both sides have enough intervals
-    if ratio_ref is not None and ratio_ref < ratio_threshold and p_ref < alpha:
-        extra = ""
-        if c_med is not None:
-            extra = f"; the control from outside got {_fmt_rate(c_med)}"
-        return out("throttled", f"The target ran at {_fmt_rate(t_med)}, {ratio_ref:.2f}x the "
-                   f"{_fmt_rate(r_med)} of the reference on the same path (one-sided Mann-Whitney "
-                   f"p = {p_ref:.2g}){extra}.")
-    if slow_vs_control:
-        return out("not_throttled", f"The target ({_fmt_rate(t_med)}) is slower than the control "
-                   f"({_fmt_rate(c_med)}) but the reference on the same path is as slow "
-                   f"({_fmt_rate(r_med)}): the path is slow, not the target singled out.")
-    return out("not_throttled", f"The target ran at {_fmt_rate(t_med)}, comparable to the reference "
-               f"on the same path ({_fmt_rate(r_med)}; ratio "
-               f"{'n/a' if ratio_ref is None else f'{ratio_ref:.2f}'}, p = {p_ref:.2g}).")
+    if ratio_ref is None or p_ref is None:  # the reference moved no bytes
+        return out("inconclusive", "The reference transfer moved no bytes; it cannot serve as a yardstick.")
+    if ratio_ref >= ratio_threshold:
+        if slow_vs_control:
+            return out("not_throttled", f"The target ({_fmt_rate(t_med)}) is slower than the control "
+                       f"({_fmt_rate(c_med)}) but the reference on the same path is as slow "
+                       f"({_fmt_rate(r_med)}): the path is slow, not the target singled out.")
+        return out("not_throttled", f"The target ran at {_fmt_rate(t_med)}, comparable to or faster than the "
+                   f"reference on the same path ({_fmt_rate(r_med)}; ratio {ratio_ref:.2f}).")
+    if len(t_rates) < min_intervals:
+        return out("inconclusive", f"The target ({_fmt_rate(t_med)}) looks slower than the reference "
+                   f"({_fmt_rate(r_med)}) but was observed for only {len(t_rates)} sampling intervals; "
+                   f"at least {min_intervals} are needed to call it throttled.")
+    if p_ref >= alpha:
+        return out("inconclusive", f"The target ({_fmt_rate(t_med)}) looks slower than the reference "
+                   f"({_fmt_rate(r_med)}, ratio {ratio_ref:.2f}) but not significantly so "
+                   f"(one-sided Mann-Whitney p = {p_ref:.2g}, {len(t_rates)} vs {len(r_rates)} intervals).")
+    extra = f"; the control from outside got {_fmt_rate(c_med)}" if c_med is not None else ""
+    return out("throttled", f"The target ran at {_fmt_rate(t_med)}, {ratio_ref:.2f}x the "
+               f"{_fmt_rate(r_med)} of the reference on the same path (one-sided Mann-Whitney "
+               f"p = {p_ref:.2g}){extra}.")

@@ -12,6 +12,7 @@ from censorscope.analysis.throughput_stats import (
     compare_throughput,
     interval_rates,
     mann_whitney_less,
+    overall_rate,
 )
 
 
@@ -94,9 +95,29 @@ def test_empty_sample_is_an_error():
 
 def test_interval_rates_skip_time_to_first_byte():
     samples = [[0.0, 0], [0.5, 0], [0.6, 1000], [0.7, 2000], [0.8, 3000]]
-    rates = interval_rates(samples)
+    rates = interval_rates(samples, window=0.1)
     # [0.5 -> 0.6] holds the first byte but starts before it: skipped
     assert list(rates) == pytest.approx([10000.0, 10000.0])
+    assert overall_rate(samples) == pytest.approx(10000.0)
+
+
+def test_bursty_arrivals_merged_into_windows():
+    # a policed flow sampled every 2 ms: one 1448-byte segment every 90 ms, zeros in between
+    samples, total = [[0.0, 0]], 0
+    for i in range(1, 1501):
+        t = i * 0.002
+        if i % 45 == 0:
+            total += 1448
+        samples.append([t, total])
+    rates = interval_rates(samples)
+    assert len(rates) >= 8 and (rates > 0).all()
+    assert np.median(rates) == pytest.approx(1448 / 0.09, rel=0.25)
+    # whereas 2 ms intervals would mostly be zero
+    assert np.median(interval_rates(samples, window=0.002)) == 0
+
+
+def test_transfer_within_one_interval_keeps_its_rate():
+    assert list(interval_rates([[0.0, 0], [0.004, 1_000_000]])) == pytest.approx([2.5e8])
 
 
 def test_interval_rates_pool_transfers():
@@ -168,6 +189,25 @@ def test_bursty_policer_still_detected_when_pooled_over_retests():
     r = compare_throughput([policed(1), policed(2)], reference=[transfer(FAST, seed=8), transfer(FAST, seed=9)])
     assert r.status == "throttled"
     assert r.n_target > r.n_reference / 2
+
+
+def test_fast_short_target_is_not_throttled():
+    # a small object at full speed finishes within a few intervals: not slower than a slow reference
+    r = compare_throughput([[0, 0], [0.002, 0], [0.004, 500_000], [0.006, 1_000_000], [0.007, 1_048_576]],
+                           reference=transfer(SLOW, seed=3))
+    assert r.status == "not_throttled" and r.n_target < 5
+
+
+def test_markedly_slower_but_not_significant_is_inconclusive():
+    # 8 slow windows against a reference that gave one: p cannot go below 1/9
+    r = compare_throughput(transfer(SLOW, seconds=2.5, seed=2), reference=[[0, 0], [0.1, 0], [0.11, 500_000], [0.12, 1_000_000]])
+    assert r.ratio_reference < 0.5 and r.p_value_reference > 0.01
+    assert r.status == "inconclusive" and "not significantly" in r.explanation
+
+
+def test_stalled_reference_is_no_yardstick():
+    stalled = [[0, 0], [1.0, 0], [2.0, 0]]
+    assert compare_throughput(transfer(SLOW), reference=stalled).status == "inconclusive"
 
 
 def test_bad_threshold_rejected():
