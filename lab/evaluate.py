@@ -98,6 +98,8 @@ def expected_input(probe: str, target: str) -> str | None:
     from censorscope.probes import registry
 
     module = registry.load(probe)
+    if not callable(getattr(module, "target_from_url", None)):
+        return target  # measured as written (``censorscope probe``)
     try:
         url = normalize_url(target)
     except Exception:  # noqa: BLE001 - a target lists cannot hold is compared as written
@@ -187,10 +189,43 @@ class Evaluator:
         """Stop the helper (idempotent)."""
         self.topo.stop(self._helper_key)
 
+    # --- probes that take no list entries ----------------------------------------
+    def _direct(self, probe: str, truths: list[Truth], out: Path) -> None:
+        """Measure targets of a probe that campaigns cannot drive (no ``target_from_url``):
+        ``censorscope probe`` from the client, the same from the control namespace as the control
+        (what the helper would return). No confirmation re-tests for these."""
+        import dataclasses
+
+        from censorscope.probes import registry
+
+        fields = {f.name for f in dataclasses.fields(registry.load(probe).Options)}
+        extra = ["--timeout", str(PROBE_TIMEOUT)] if "timeout" in fields else []
+        out.mkdir(parents=True, exist_ok=True)
+        lines = []
+        for t in truths:
+            self.progress(f"{probe} {t.target} (probe command, control from the control namespace)")
+            argv = [*_censorscope(), "probe", probe, t.target, "--json", *extra]
+            m = self._probe_json("client", argv)
+            ctl = self._probe_json("control", argv)
+            m["control"] = {"observations": ctl["observations"], "failure": None}
+            m["vantage"] = {"cc": "ZZ", "asn": "AS64496", "network": "censorscope lab client"}
+            m["run_id"] = f"evaluate-{probe}"
+            lines.append(json.dumps(m))
+        (out / "direct.jsonl").write_text("\n".join(lines) + "\n")
+
+    def _probe_json(self, role: str, argv: list[str]) -> dict[str, Any]:
+        p = self.topo.run(role, argv, check=False, timeout=120, env=self.env)
+        try:
+            return json.loads(p.stdout)
+        except ValueError:
+            raise LabError(f"`{' '.join(argv[-4:])}` in {role} printed no measurement (exit {p.returncode}): "
+                           f"{(p.stderr or p.stdout).strip()[-400:]}") from None
+
     # --- one scenario ---------------------------------------------------------
     def run_scenario(self, sc: Scenario) -> list[Row]:
         """Measure every truth row of ``sc`` (the lab must already run ``sc``) and grade it."""
         from censorscope.analysis.verdicts import verdict_rows
+        from censorscope.probes import registry
 
         base = self.workdir / sc.name
         if base.exists():
@@ -202,6 +237,11 @@ class Evaluator:
         got: dict[tuple[str, str], dict[str, Any]] = {}
         for probe, truths in by_probe.items():
             out = base / probe
+            if not callable(getattr(registry.load(probe), "target_from_url", None)):
+                self._direct(probe, truths, out)
+                for r in verdict_rows(out):
+                    got[(r["probe"], r["input"])] = r
+                continue
             lst = base / f"{probe}.txt"
             lst.write_text("".join(f"{t.target}\n" for t in truths))
             camp = base / f"{probe}.toml"

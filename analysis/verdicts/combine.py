@@ -77,8 +77,9 @@ def combine_attempts(ms: list[Measurement], vs: list[Verdict]) -> Verdict:
 
     Re-tests that measure something else on purpose (an innocuous SNI, a
     same-path reference) are comparisons, not attempts: they never count as
-    "worked". Re-tests with another probe (a TLS re-test of a web failure, a
-    query to an address without a DNS server) count when they show blocking.
+    "worked". Re-tests with another probe (a TLS re-test of a web failure) and
+    queries to an address without a DNS server count only when they show
+    blocking.
     """
     if len(vs) == 1:
         return vs[0]
@@ -86,7 +87,8 @@ def combine_attempts(ms: list[Measurement], vs: list[Verdict]) -> Verdict:
     counted: list[tuple[Measurement, Verdict]] = []
     comparisons: list[tuple[Measurement, Verdict]] = []
     for m, v in zip(ms, vs, strict=True):
-        if _is_comparison(first, m) or (m.probe != first.probe and v.verdict != BLOCKED):
+        probe_query = "runs no DNS server" in str(m.annotations.get("retest_reason") or "")
+        if _is_comparison(first, m) or ((m.probe != first.probe or probe_query) and v.verdict != BLOCKED):
             comparisons.append((m, v))
         else:
             counted.append((m, v))
@@ -124,7 +126,7 @@ def _combine_counted(ms: list[Measurement], vs: list[Verdict]) -> Verdict:
         if k >= 2:
             conf = min(0.95, best.confidence + 0.05 * (k - 1))
             return replace(best, confidence=round(conf, 3), evidence=(
-                f"{k} of {n} attempts show {method} (probabilistic triggers do not fire every time): "
+                f"{k} of {n} attempts show {method}: "
                 f"{_tally(ms, vs)}. First: {best.evidence}"))
         return inconclusive(f"Only 1 of {n} attempts shows {method}; the others: {_tally(ms, vs)}. "
                             f"A single failure may be chance: repeat to conclude. It was: {best.evidence}", 0.5)

@@ -1,0 +1,61 @@
+"""The pure parts of `lab evaluate`: grading, method aliases, targets and the campaign file."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+from click.testing import CliRunner
+
+from censorscope.lab.evaluate import Row, campaign_toml, expected_input, grade, method_matches, totals
+from censorscope.lab.scenario import Truth
+from censorscope.measure.campaign import load_campaign
+
+
+@pytest.mark.parametrize("expected,got,ok", [
+    (None, None, True), ("tcp.blackhole", "tcp.blackhole", True), ("tcp.blackhole", "tcp.reset", False),
+    ("vpn.openvpn.blocked", "vpn.openvpn.blocked.handshake_drop", True), ("vpn.openvpn.blocked", None, False),
+    ("dns.sinkhole", "dns.blockpage", True), ("http.blockpage:http-451", "http.blockpage:http-451", True),
+    ("http.blockpage:http-451", "http.blockpage:lab-national", False), ("tls.sni", "tls.sni_reset", False),
+])
+def test_method_matches(expected, got, ok):
+    assert method_matches(expected, got) is ok
+
+
+def test_grade_and_false_blocked():
+    assert grade(Truth("x", "web", "ok"), "ok", None)
+    assert not grade(Truth("x", "web", "ok"), "inconclusive", None)
+    assert grade(Truth("x", "web", "blocked", "dns.injection"), "blocked", "dns.injection")
+    assert not grade(Truth("x", "web", "blocked", "dns.injection"), "blocked", "tcp.blackhole")
+    r = Row("s", "x", "web", "ok", None, "blocked", "http.diff", False)
+    assert r.false_blocked and r.to_json()["false_blocked"]
+    assert set(r.to_json()) >= {"scenario", "target", "probe", "expected_verdict", "expected_method", "verdict",
+                                "method", "match"}
+    assert totals([r, Row("s", "y", "dns", "ok", None, "ok", None, True)]) == "2 rows: 1 match, 1 mismatch (1 false blocked)"
+
+
+@pytest.mark.parametrize("probe,target,want", [
+    ("dns", "blocked.example.com", "blocked.example.com"), ("web", "https://www.example.com/", "https://www.example.com/"),
+    ("tcp", "203.0.113.150:443", "203.0.113.150:443"), ("http", "http://news.example.net/search?q=falun",
+                                                        "http://news.example.net/search?q=falun"),
+])
+def test_expected_input_matches_what_the_runner_stores(probe, target, want):
+    assert expected_input(probe, target) == want
+
+
+def test_campaign_file_is_a_valid_campaign(tmp_path):
+    lst = tmp_path / "web.txt"
+    lst.write_text("https://www.example.com/\n")
+    f = tmp_path / "c.toml"
+    f.write_text(campaign_toml("baseline", "web", lst, tmp_path / "out", "http://198.51.100.34:8742"))
+    doc = tomllib.loads(f.read_text())
+    assert doc["confirm"]["enabled"] and doc["run"]["probes"] == ["web"]
+    c = load_campaign(f)
+    assert c.control_url == "http://198.51.100.34:8742" and c.resolvers == ["203.0.113.10"] and c.confirm
+
+
+def test_evaluate_help_and_usage():
+    from censorscope.measure.cli import cli
+
+    r = CliRunner().invoke(cli, ["lab", "evaluate", "--help"])
+    assert r.exit_code == 0 and "--scenario" in r.output and "--all" in r.output and "--json" in r.output
