@@ -46,7 +46,6 @@ from censorscope.probes.errors import ConfigError
 
 #: ``--list default``: the list shipped with censorscope (data/default_targets.csv).
 DEFAULT_LIST = "default"
-CSV_HEADER = ("url", "category_code", "category_description", "date_added", "source", "notes")
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -71,11 +70,6 @@ class Target:
     category_code: str | None = None
     category_description: str | None = None
     origin: str = ""  # "FILE:LINE" the entry came from
-
-    @property
-    def host(self) -> str:
-        """The URL's host (punycode; IPv6 without brackets)."""
-        return urlsplit(self.url).hostname or ""
 
 
 @dataclass(frozen=True, slots=True)
