@@ -169,7 +169,8 @@ async def round_trip(
     parts = urlsplit(url)
     host = parts.hostname or ""
     pinned = format_host_port(address, parts.port or _PORTS[parts.scheme]) if address else None
-    transport = net.http_transport(ssl_context=net.tls_context(verify=True),
+    # ALPN as httpcore sets it for HTTP/1.1 (this also selects Net's cached context)
+    transport = net.http_transport(ssl_context=net.tls_context(verify=True, alpn=["http/1.1"]),
                                    pins={host: address} if address else None)
     client = httpx.AsyncClient(transport=transport, headers=REQUEST_HEADERS, follow_redirects=False,
                                timeout=httpx.Timeout(timeout), trust_env=False)

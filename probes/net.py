@@ -70,6 +70,8 @@ class Net:
     wall_clock: Callable[[], float] = time.time
     ca_file: str | None = field(default_factory=lambda: os.environ.get(EXTRA_CA_ENV) or None)
     resolver: str | None = None
+    _verifying_contexts: dict[tuple[str | None, tuple[str, ...]], ssl.SSLContext] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     async def open_tcp(
         self, host: str, port: int, *, timeout: float
@@ -90,7 +92,23 @@ class Net:
 
         With ``verify=False`` the handshake accepts any certificate, so that the
         probe can record the chain and verify it separately (see ``tls``).
+        Verifying contexts *with ALPN* are cached per (ca_file, alpn): loading
+        the system store costs tens of ms (~0.2 s on a slow machine). Sharing
+        one is safe: Python clients resume TLS sessions only when asked to, so
+        no state passes between measurements; and a caller naming its ALPN
+        gets a context that httpx/httpcore re-set to that same value. Without
+        ALPN a fresh context is built, because httpx would set its ALPN on a
+        shared one.
         """
+        if verify and alpn:
+            key = (self.ca_file, tuple(alpn))
+            cached = self._verifying_contexts.get(key)
+            if cached is None:
+                cached = self._verifying_contexts[key] = self._new_tls_context(verify=True, alpn=alpn)
+            return cached
+        return self._new_tls_context(verify=False, alpn=alpn)
+
+    def _new_tls_context(self, *, verify: bool, alpn: list[str] | None) -> ssl.SSLContext:
         if verify:
             ctx = ssl.create_default_context()
             if self.ca_file:
