@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import logging
 import random
 import socket
@@ -502,15 +503,8 @@ class Runner:
         A UDP socket's connect() picks the source address without sending a
         packet. Behind NAT this is the private address.
         """
-        peer = next((o.get("ip") for o in observations if o.get("ip")), None)
+        peer = _first_peer(observations)
         if peer is None:
-            peer = next((o.get("resolver") for o in observations if o.get("resolver")), None)
-            if isinstance(peer, str):
-                try:
-                    peer = split_host_port(peer, 53)[0]
-                except ValueError:
-                    peer = None
-        if not isinstance(peer, str):
             return None
         if peer not in self._local_ip_cache:
             if len(self._local_ip_cache) > 4096:
@@ -570,6 +564,21 @@ class Runner:
                 ann["retest_options"] = rt.options
             m = await self._measure(runit, options, attempt=attempt, annotations=ann)
             self._store(m, first=False)
+
+
+def _first_peer(observations: list[dict[str, Any]]) -> str | None:
+    """The IP address of the first peer an observation names (``ip``, ``address`` or ``resolver``)."""
+    for o in observations:
+        for key in ("ip", "address", "resolver"):
+            value = o.get(key)
+            if not isinstance(value, str) or not value:
+                continue
+            try:
+                host = value if key == "ip" else split_host_port(value, 53)[0]
+                return str(ipaddress.ip_address(host))
+            except ValueError:
+                continue  # a name or a URL (DoH): not an address
+    return None
 
 
 def bulk_dns_options(runner: Runner) -> Any | None:

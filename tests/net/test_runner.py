@@ -350,3 +350,12 @@ def test_resume_refuses_while_another_process_writes_and_leaves_the_tail_alone(t
             asyncio.run(execute(None, resume=summary.run_id, out=tmp_path / "o", probes={"fake": FakeProbe().module}))
         assert summary.path.read_bytes().endswith(b'{"half": ')
         assert other.lines == 0
+
+
+def test_first_peer_of_observations():
+    from censorscope.measure.runner import _first_peer
+
+    assert _first_peer([{"operation": "http_round_trip", "address": "127.0.0.2:8080"}]) == "127.0.0.2"
+    assert _first_peer([{"resolver": "https://doh.example/dns-query"}, {"resolver": "[::1]:53"}]) == "::1"
+    assert _first_peer([{"ip": "127.0.0.3", "address": "127.0.0.4:1"}]) == "127.0.0.3"
+    assert _first_peer([{"operation": "resolve", "query_name": "a.example"}]) is None
