@@ -70,7 +70,7 @@ class Net:
     wall_clock: Callable[[], float] = time.time
     ca_file: str | None = field(default_factory=lambda: os.environ.get(EXTRA_CA_ENV) or None)
     resolver: str | None = None
-    _verifying_contexts: dict[tuple[str | None, tuple[str, ...]], ssl.SSLContext] = field(
+    _verifying_contexts: dict[tuple[str | None, float | None, tuple[str, ...]], ssl.SSLContext] = field(
         default_factory=dict, init=False, repr=False, compare=False)
 
     async def open_tcp(
@@ -101,7 +101,8 @@ class Net:
         shared one.
         """
         if verify and alpn:
-            key = (self.ca_file, tuple(alpn))
+            # the file's mtime too: a lab may rewrite its CA at the same path
+            key = (self.ca_file, os.path.getmtime(self.ca_file) if self.ca_file else None, tuple(alpn))
             cached = self._verifying_contexts.get(key)
             if cached is None:
                 cached = self._verifying_contexts[key] = self._new_tls_context(verify=True, alpn=alpn)

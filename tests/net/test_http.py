@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 
 import httpx
 import pytest
@@ -166,3 +167,14 @@ def test_cli(https_site, pki, monkeypatch):
     assert res.exit_code == 0, res.output
     [o] = json.loads(res.output)["observations"]
     assert o["status"] == 200 and len(o["hops"]) == 2 and len(o["body_head"].encode()) <= 1024 + 3
+
+
+def test_verifying_context_cache(pki, tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(open(pki.ca, "rb").read())
+    n = Net(ca_file=str(ca))
+    first = n.tls_context(verify=True, alpn=["http/1.1"])
+    assert n.tls_context(verify=True, alpn=["http/1.1"]) is first
+    assert n.tls_context(verify=True) is not n.tls_context(verify=True)  # no ALPN: never shared
+    os.utime(ca, (1, 1))  # the lab rewrote its CA: load it again
+    assert n.tls_context(verify=True, alpn=["http/1.1"]) is not first
