@@ -112,7 +112,8 @@ def _response_views(rt: dict[str, Any]) -> list[dict[str, Any]]:
         if isinstance(hop, dict):
             loc = hop.get("location") or dict(_headers(hop.get("headers"))).get("location")
             views.append({"body": "", "headers": hop.get("headers"), "locations": [loc] if loc else [],
-                          "status": hop.get("status"), "where": f"redirect from {hop.get('url')}"})
+                          "status": hop.get("status"),
+                          "where": f"response to {hop.get('url')}" + (f" (redirect to {loc})" if loc else "")})
     final_loc = dict(_headers(rt.get("headers"))).get("location")
     views.append({"body": rt.get("body_head") or "", "headers": rt.get("headers"),
                   "locations": [final_loc] if final_loc else [], "status": rt.get("status"), "where": "response"})
