@@ -94,3 +94,29 @@ def test_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, args, message):
     assert r.output.startswith("Error: ")
     assert "Traceback" not in r.output
     assert not list(tmp_path.glob("results*"))  # nothing created for bad input
+
+
+def test_run_end_to_end_on_loopback(tmp_path, monkeypatch, http_site, reset_server):
+    monkeypatch.chdir(tmp_path)
+    lst = tmp_path / "l.txt"
+    lst.write_text(
+        f"{http_site.url('/')}\n{http_site.url('/a')}\nhttp://127.0.0.1:{reset_server.port}/\nnot a url\n",
+        encoding="utf-8",
+    )
+    r = CliRunner().invoke(cli, ["run", "--list", str(lst), "--probe", "http", "--cc", "xx", "--asn", "64500",
+                                 "--timeout", "5", "--seed", "3"])
+    assert r.exit_code == 0, r.output
+    out = r.output
+    run_id = re.search(r"^run (\d{8}T\d{6}Z-[0-9a-f]{6}): 3 measured this time, 0 already done, 3 planned", out, re.M)
+    assert run_id, out
+    assert f"warning: {lst}:4: whitespace inside the entry" in out  # invalid lines shown with file:line
+    assert "progress: 3 to measure (0 already done)" in out  # plain log lines when not on a terminal
+    assert "per probe: http=3" in out
+    assert re.search(r"^outcomes: ok=2, (connection_reset|eof_error)=1$", out, re.M), out
+    path = tmp_path / "results" / f"{run_id.group(1)}.jsonl"
+    assert f"results: results/{path.name}" in out
+    ms = [json.loads(line) for line in path.read_text().splitlines()]
+    assert {m["vantage"]["cc"] for m in ms} == {"XX"} and {m["vantage"]["asn"] for m in ms} == {"AS64500"}
+    assert all("ip" not in m["vantage"] for m in ms)
+    meta = json.loads((tmp_path / "results" / f"{run_id.group(1)}.meta.json").read_text())
+    assert meta["status"] == "complete" and meta["campaign"]["seed"] == 3
