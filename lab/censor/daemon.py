@@ -116,12 +116,12 @@ class CensorDaemon:
             self.log.event("censor", {}, "error", {"error": repr(e), "traceback": traceback.format_exc(limit=5)})
             pkt.accept()  # type: ignore[attr-defined]
             return
+        for rec in d.logs:  # logged first: whoever sees the effect can already read its cause
+            self.log.write(rec)
         for inj in d.injects:  # injections leave before the verdict (forged answers race the real one)
             err = self.injector.send(inj.raw, inj.dst)
             if err:
                 self.log.event("censor", {"dst": inj.dst}, "inject_failed", {"what": inj.what, "error": err})
-        for rec in d.logs:
-            self.log.write(rec)
         if d.drop:
             pkt.drop()  # type: ignore[attr-defined]
             return

@@ -66,32 +66,56 @@ def peek_hello(conn: socket.socket, timeout: float = PEEK_TIMEOUT) -> tuple[Hell
         time.sleep(0.005)  # more bytes pending: MSG_PEEK returns at once, so wait a little
 
 
+def _drain(s: socket.socket) -> tuple[list[bytes], bool]:
+    """Read everything available now (non-blocking); returns (chunks, reached EOF)."""
+    chunks = []
+    while True:
+        try:
+            data = s.recv(65536)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            return chunks, False
+        if not data:
+            return chunks, True
+        chunks.append(data)
+
+
+def _send_all(s: socket.socket, data: bytes, timeout: float) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[s.send(view):]
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            if not select.select([], [s], [], timeout)[1]:
+                raise TimeoutError("peer stopped reading") from None
+
+
 def relay(a: socket.socket, b: socket.socket, idle_timeout: float = 300.0) -> None:
     """Copy bytes both ways until both directions ended (or one TLS side closed), then close both.
 
-    One thread and ``select``: an ``SSLSocket`` must not be read and written from
-    two threads at once. A plain half-close is passed on (``shutdown(SHUT_WR)``);
-    TLS has no half-close, so the end of either TLS side ends the relay.
+    One thread, non-blocking sockets and ``select``: an ``SSLSocket`` must not be
+    used from two threads at once, and OpenSSL may hold decrypted or raw bytes
+    that ``select`` cannot see, so every wake-up drains each side until it would
+    block. A plain half-close is passed on (``shutdown(SHUT_WR)``); TLS has no
+    half-close, so the end of either TLS side ends the relay.
     """
     peers = {a: b, b: a}
-    readable = {a, b}
+    readable = [a, b]
     tls = isinstance(a, ssl.SSLSocket) or isinstance(b, ssl.SSLSocket)
     try:
+        for s in (a, b):
+            s.setblocking(False)
         while readable:
-            ready = [s for s in readable if isinstance(s, ssl.SSLSocket) and s.pending()]
-            if not ready:
-                ready = select.select(list(readable), [], [], idle_timeout)[0]
-                if not ready:
-                    return
-            for s in ready:
-                data = s.recv(65536)
-                if data:
-                    peers[s].sendall(data)
-                    continue
-                if tls:
-                    return
-                readable.discard(s)
-                peers[s].shutdown(socket.SHUT_WR)
+            for s in list(readable):
+                chunks, eof = _drain(s)
+                for chunk in chunks:
+                    _send_all(peers[s], chunk, idle_timeout)
+                if eof:
+                    if tls:
+                        return
+                    readable.remove(s)
+                    peers[s].shutdown(socket.SHUT_WR)
+            if readable and not select.select(readable, [], [], idle_timeout)[0]:
+                return
     except (OSError, ssl.SSLError):
         return
     finally:
