@@ -100,14 +100,11 @@ def status(name: str | None, as_json: bool) -> None:
 
 @lab.command()
 @click.option("--name", default=DEFAULT_NAME, show_default=True, help="Lab name.")
-@click.option("--all", "all_labs", is_flag=True, help="Tear down every lab on this machine.")
-def down(name: str, all_labs: bool) -> None:
+def down(name: str) -> None:
     """Tear a lab down completely (also after a crash: processes, namespaces, files)."""
     topology.require_root()
-    names = topology.list_labs() if all_labs else [name]
-    for n in names:
-        removed = topology.teardown(n)
-        click.echo(f"lab {n!r} down ({len(removed)} namespaces removed)")
+    removed = topology.teardown(name)
+    click.echo(f"lab {name!r} down ({len(removed)} namespaces removed)")
 
 
 @lab.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
