@@ -32,6 +32,7 @@ import hashlib
 import html
 import ipaddress
 import re
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -143,14 +144,61 @@ class _Final:
         }
 
 
+class _Inflater:
+    """Bounded gzip/deflate decoding: never inflates more than asked for.
+
+    httpx decodes a whole network chunk at once, so a small compressed chunk
+    could become tens of MB before any cap applies; here the cap bounds memory.
+    Other or stacked encodings are kept as received.
+    """
+
+    def __init__(self, content_encoding: str | None) -> None:
+        enc = (content_encoding or "").strip().lower()
+        self.active = enc in ("gzip", "x-gzip", "deflate")
+        self._gzip = enc != "deflate"
+        self._z: Any = None
+        self._pending = b""
+
+    def feed(self, data: bytes) -> None:
+        """Queue received bytes."""
+        self._pending += data
+
+    def take(self, limit: int) -> bytes:
+        """Up to ``limit`` decoded bytes from what is queued."""
+        if not self.active:
+            out, self._pending = self._pending[:limit], self._pending[limit:]
+            return out
+        if self._z is None:
+            if not self._pending:
+                return b""
+            # "deflate" is zlib-wrapped by the RFC but raw in some servers: look at the header
+            wbits = 16 + zlib.MAX_WBITS if self._gzip else (
+                zlib.MAX_WBITS if self._pending[0] & 0x0F == 8 else -zlib.MAX_WBITS)
+            self._z = zlib.decompressobj(wbits)
+        out = self._z.decompress(self._pending, limit)
+        self._pending = self._z.unconsumed_tail
+        return out
+
+
 async def _read_body(response: Any, sink: bytearray, cap: int) -> bool:
-    """Append up to ``cap`` body bytes to ``sink``; True when the cap cut the body short."""
-    async for chunk in response.aiter_bytes():
-        room = cap - len(sink)
-        if len(chunk) > room:
-            sink += chunk[:room]
-            return True
-        sink += chunk
+    """Append up to ``cap`` decoded body bytes to ``sink``; True when the cap cut the body short."""
+    import httpx
+
+    try:
+        body = response.content  # already read and decoded by a buffering transport (MockTransport)
+    except httpx.ResponseNotRead:
+        pass
+    else:
+        sink += body[:cap]
+        return len(body) > cap
+    inflater = _Inflater(response.headers.get("content-encoding"))
+    async for raw in response.aiter_raw():
+        inflater.feed(raw)
+        while piece := inflater.take(cap - len(sink) + 1):
+            if len(sink) + len(piece) > cap:
+                sink += piece[: cap - len(sink)]
+                return True
+            sink += piece
     return False
 
 

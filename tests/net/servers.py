@@ -25,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
+import gzip
 import ipaddress
 import select
 import socket
@@ -311,12 +313,24 @@ def page_body() -> bytes:
 #: route -> description; the handler below implements them
 HTTP_ROUTES = {
     "/": "200, the test page (text/html, utf-8, ~7 KiB, with a <title>)",
+    "/gzip": "200, the test page gzip-encoded",
+    "/bomb": "200, 64 MiB of zeros gzip-encoded (~64 KiB on the wire): a decompression bomb",
     "/redirect": "302 to / (relative Location)",
     "/loop/a": "302 to /loop/b, which redirects back: an endless redirect loop",
     "/endless": "200 with a body that never ends (no Content-Length, 16 KiB writes)",
     "/trickle": "200, Content-Length 1 MB, then 10 bytes every 0.1 s: never finishes in time",
     "/missing": "404 (any unknown path)",
 }
+
+
+#: decoded size of ``/bomb``
+BOMB_SIZE = 64 * 1024 * 1024
+
+
+@functools.cache
+def bomb_body() -> bytes:
+    """``/bomb`` as sent: BOMB_SIZE zeros, gzip-compressed (computed once)."""
+    return gzip.compress(bytes(BOMB_SIZE), 9, mtime=0)
 
 
 @dataclass
@@ -344,6 +358,11 @@ def http_app(log: HttpRequestLog) -> Handler:
         if target == "/":
             body = page_body()
             start("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))])
+            writer.write(body)
+        elif target in ("/gzip", "/bomb"):
+            body = gzip.compress(page_body(), 6, mtime=0) if target == "/gzip" else bomb_body()
+            start("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Encoding", "gzip"),
+                             ("Content-Length", str(len(body)))])
             writer.write(body)
         elif target in ("/redirect", "/loop/a", "/loop/b"):
             location = {"/redirect": "/", "/loop/a": "/loop/b", "/loop/b": "/loop/a"}[target]

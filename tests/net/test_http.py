@@ -10,7 +10,7 @@ import os
 import httpx
 import pytest
 from click.testing import CliRunner
-from servers import TEST_NAME, TEST_TITLE, page_body
+from servers import BOMB_SIZE, TEST_NAME, TEST_TITLE, bomb_body, page_body
 
 from censorscope.measure.cli import cli
 from censorscope.probes import http
@@ -178,3 +178,22 @@ def test_verifying_context_cache(pki, tmp_path):
     assert n.tls_context(verify=True) is not n.tls_context(verify=True)  # no ALPN: never shared
     os.utime(ca, (1, 1))  # the lab rewrote its CA: load it again
     assert n.tls_context(verify=True, alpn=["http/1.1"]) is not first
+
+
+def test_gzip_body_is_decoded(net, http_site):
+    o = run(http_site.url("/gzip"), net)
+    assert o["failure"] is None and ["Content-Encoding", "gzip"] in o["headers"]
+    assert o["body_length"] == len(PAGE) and o["body_sha256"] == hashlib.sha256(PAGE).hexdigest()
+    assert o["title"] == TEST_TITLE and o["body_truncated"] is False
+
+
+def test_decompression_bomb_stops_at_the_cap(net, http_site):
+    import tracemalloc
+    bomb_body()  # the server's copy, built before we measure our own memory
+    tracemalloc.start()
+    o = run(http_site.url("/bomb"), net, max_body_bytes=100_000)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert o["failure"] is None and o["body_truncated"] is True and o["body_length"] == 100_000
+    assert o["body_sha256"] == hashlib.sha256(bytes(100_000)).hexdigest()
+    assert peak < BOMB_SIZE // 8  # never inflated the whole bomb
