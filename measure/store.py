@@ -39,13 +39,13 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from censorscope.measure.problems import LineProblem
 from censorscope.probes.errors import ConfigError, StoreError
 
 log = logging.getLogger(__name__)
@@ -89,16 +89,7 @@ def done_key(measurement: dict[str, Any]) -> DoneKey:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class StoreProblem:
-    """A line a reader skipped: where and why."""
-
-    file: str
-    line: int
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.reason}"
+StoreProblem = LineProblem  # a torn or corrupt line of a JSONL store
 
 
 def _log_problem(p: StoreProblem) -> None:

@@ -42,6 +42,7 @@ from urllib.parse import quote, urlsplit
 
 import idna
 
+from censorscope.measure.problems import LineProblem
 from censorscope.probes.errors import ConfigError
 
 #: ``--list default``: the list shipped with censorscope (data/default_targets.csv).
@@ -72,16 +73,7 @@ class Target:
     origin: str = ""  # "FILE:LINE" the entry came from
 
 
-@dataclass(frozen=True, slots=True)
-class ListProblem:
-    """An invalid line: where it is and why it was refused."""
-
-    file: str
-    line: int
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.reason}"
+ListProblem = LineProblem  # an invalid line of a target list
 
 
 @dataclass
