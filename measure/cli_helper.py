@@ -29,6 +29,7 @@ def _bind(listen: str) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((str(ip), port))
+        sock.listen(2048)  # listen now: clients that connect before uvicorn is up wait in the backlog
     except OSError as e:
         sock.close()
         raise click.ClickException(f"cannot listen on {listen}: {e.strerror or e}") from None

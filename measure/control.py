@@ -91,9 +91,11 @@ class ControlClient:
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
             # A client belongs to one event loop; a new loop (a new asyncio.run) gets a new one.
+            # The helper's certificate is verified (system store + $CENSORSCOPE_EXTRA_CA); naming the
+            # ALPN gets Net's cached verifying context (tests/net/test_helper_cli.py checks rejection).
             self._client = httpx.AsyncClient(
                 base_url=self.base, headers=self._headers, transport=self._transport, trust_env=False,
-                verify=Net().tls_context(), timeout=httpx.Timeout(10.0, read=120.0),
+                verify=Net().tls_context(alpn=["http/1.1"]), timeout=httpx.Timeout(10.0, read=120.0),
                 limits=httpx.Limits(max_connections=self._max_in_flight),
             )
             self._slots = asyncio.Semaphore(self._max_in_flight)
