@@ -8,6 +8,7 @@ import dns.message
 import pytest
 from dns_servers import UDPServer, answer, closed_udp_port, no_data, rcode_of
 
+from censorscope.measure import dns_bulk
 from censorscope.measure.dns_bulk import resolve_many
 from censorscope.probes import dns as dnsprobe
 from censorscope.probes.errors import ConfigError
@@ -35,7 +36,12 @@ def bulk(names, resolver, **kw):
     return stats, results
 
 
-def test_double_answers_recorded_like_the_probe():
+@pytest.mark.parametrize("sender", ["sendmmsg", "sendto"])
+def test_double_answers_recorded_like_the_probe(monkeypatch, sender):
+    if sender == "sendto":
+        monkeypatch.setattr(dns_bulk, "_make_sender", dns_bulk._SendTo)
+    else:
+        assert isinstance(dns_bulk._make_sender(2, ("127.0.0.1", 53)), dns_bulk._SendMMsg)
     names = [f"site{i}.example" for i in range(40)]
     with UDPServer(inject_then_answer) as server:
         stats, results = bulk(names, server.address, concurrency=16)
@@ -161,3 +167,11 @@ def test_many_names_low_concurrency_all_answered():
     assert len(results) == 600 and stats.responses == 600 and stats.timeouts == 0
     ids = {results[n][0][0]["query_id"] for n in names}
     assert len(ids) > 500  # ids come from a shuffled pool
+
+
+def test_ipv6_resolver():
+    with UDPServer(inject_then_answer, host="::1") as server:
+        stats, results = bulk(["v6.example"], server.address, hold_window=0.2)
+    [obs] = results["v6.example"][0]
+    assert obs["resolver"] == server.address and [r["addresses"] for r in obs["responses"]] == [[FORGED], [REAL]]
+    assert obs["responses"][1]["source"] == f"[::1]:{server.port}" and obs["responses"][1]["ip_ttl"] == 64
