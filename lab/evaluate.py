@@ -39,8 +39,17 @@ HELPER_PORT = 8742
 LAB_NETWORKS = ("203.0.113.0/24", "198.51.100.0/24", "2001:db8::/32")
 #: lab method name -> engine method names that mean the same
 METHOD_ALIASES = {"dns.sinkhole": ("dns.blockpage",)}
-#: seconds between confirmation re-tests to one server and port: past the residual scenario's 20 s box
-SPACING = 25.0
+#: seconds between confirmation re-tests without residual censorship in the scenario
+SPACING = 2.0
+#: the longest spacing used: re-tests inside a longer penalty box meet the input's own residual
+#: state, which the verdict engine recognises, so waiting out 90 s boxes only costs time
+MAX_SPACING = 30.0
+
+
+def spacing(sc: Scenario) -> float:
+    """Re-test spacing for ``sc``: just past its residual-blocking time (capped), else ``SPACING``."""
+    durations = [float(c.get("duration", 0)) for c in sc.censor if c.get("behaviour") == "residual"]
+    return min(max(durations) + 5.0, MAX_SPACING) if durations else SPACING
 #: per-operation timeout given to probes in the lab (nothing there is far away)
 PROBE_TIMEOUT = 4.0
 RUN_TIMEOUT = 1800.0
@@ -107,7 +116,8 @@ def expected_input(probe: str, target: str) -> str | None:
     return module.target_from_url(url)
 
 
-def campaign_toml(scenario: str, probe: str, list_file: Path, out: Path, control_url: str) -> str:
+def campaign_toml(scenario: str, probe: str, list_file: Path, out: Path, control_url: str,
+                  retest_spacing: float = SPACING) -> str:
     """The campaign a scenario's targets for one probe are measured with."""
     return "\n".join([
         f'name = "lab-evaluate-{scenario}"',
@@ -131,7 +141,7 @@ def campaign_toml(scenario: str, probe: str, list_file: Path, out: Path, control
         "[confirm]",
         "enabled = true",
         "attempts = 2",
-        f"spacing = {SPACING}",
+        f"spacing = {retest_spacing}",
         'innocuous_sni = "innocuous.invalid.example"',
         f'no_dns_server = "{A.NO_DNS_V4}"',
         "",
@@ -245,7 +255,7 @@ class Evaluator:
             lst = base / f"{probe}.txt"
             lst.write_text("".join(f"{t.target}\n" for t in truths))
             camp = base / f"{probe}.toml"
-            camp.write_text(campaign_toml(sc.name, probe, lst, out, self.control_url))
+            camp.write_text(campaign_toml(sc.name, probe, lst, out, self.control_url, spacing(sc)))
             self.progress(f"{sc.name}: {probe} x {len(truths)}")
             p = self.topo.run("client", [*_censorscope(), "run", str(camp)], check=False, timeout=RUN_TIMEOUT,
                               env=self.env)

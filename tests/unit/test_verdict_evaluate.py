@@ -59,3 +59,14 @@ def test_evaluate_help_and_usage():
 
     r = CliRunner().invoke(cli, ["lab", "evaluate", "--help"])
     assert r.exit_code == 0 and "--scenario" in r.output and "--all" in r.output and "--json" in r.output
+
+
+def test_retest_spacing_follows_the_scenarios_residual_blocking():
+    from censorscope.lab import scenario as S
+    from censorscope.lab.evaluate import MAX_SPACING, SPACING, spacing
+
+    assert spacing(S.load("residual")) == 25.0  # a 20 s penalty box
+    gfw_like = S.parse({"name": "x", "description": "x", "site": [{"name": "a.example"}],
+                        "censor": [{"behaviour": "residual", "duration": 90.0}]})
+    assert spacing(gfw_like) == MAX_SPACING  # 90 s: capped, own residual state is recognised
+    assert spacing(S.load("baseline")) == SPACING
