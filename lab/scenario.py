@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from censorscope.lab import addressing as A
 from censorscope.probes.errors import ConfigError
@@ -237,8 +238,9 @@ def list_urls(spec: str) -> dict[str, list[str]]:
 
     out: dict[str, list[str]] = {}
     for t in iter_targets([spec]):
-        if t.host:
-            out.setdefault(t.host, []).append(t.url)
+        host = urlsplit(t.url).hostname
+        if host:
+            out.setdefault(host, []).append(t.url)
     return out
 
 
