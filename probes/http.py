@@ -20,8 +20,11 @@ round trip (``ssl_*``); the ``tls`` probe records the certificate itself.
 
 ``--address IP`` connects to that IP instead of resolving the URL's host
 (Host header and SNI stay the URL's): the ``web`` probe uses it to fetch over
-the address its own DNS step found. Without it the system resolver is used,
-as any HTTP client would; redirects to other hosts are always resolved so.
+the address its own DNS step found. Every other host (the URL's without
+``--address``, redirect targets) is resolved through ``--resolver`` when given
+(A, then AAAA; each query recorded as a ``dns_query`` observation, only the
+first response kept; a failure such as ``dns_nxdomain_error`` ends the round
+trip), else by the system resolver, as any HTTP client would.
 """
 
 from __future__ import annotations
@@ -33,13 +36,14 @@ import html
 import ipaddress
 import re
 import zlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from censorscope.probes import tcp
 from censorscope.probes.errors import ConfigError, InvalidTarget
-from censorscope.probes.failures import HTTP_TOO_MANY_REDIRECTS
+from censorscope.probes.failures import DNS_NO_ANSWER, HTTP_TOO_MANY_REDIRECTS
 from censorscope.probes.net import Net, format_host_port
 from censorscope.probes.observation import Observation, Recorder
 
@@ -69,6 +73,9 @@ class Options:
 
     address: str | None = field(default=None, metadata={
         "help": "Connect to this IP address instead of resolving the URL's host (Host header and SNI unchanged)."})
+    resolver: str | None = field(default=None, metadata={
+        "help": "Resolver IP[:PORT] (UDP, each query recorded) for every host not pinned by --address: "
+                "the URL's and redirect targets; default: the system resolver."})
     timeout: float = field(default=15.0, metadata={
         "help": "Seconds for the whole measurement: every redirect, the headers and the body."})
     max_redirects: int = field(default=10, metadata={"help": "Redirects to follow before http_too_many_redirects."})
@@ -202,12 +209,78 @@ async def _read_body(response: Any, sink: bytearray, cap: int) -> bool:
     return False
 
 
+#: how a round trip finds the address of a host: an IP literal, or raise ``ResolveFailed``
+Resolve = Callable[[str], Awaitable[str]]
+
+
+class ResolveFailed(Exception):
+    """A host of the round trip (the URL's or a redirect's) could not be resolved."""
+
+    def __init__(self, host: str, failure: str) -> None:
+        super().__init__(f"{host}: {failure}")
+        self.host = host
+        self.failure = failure
+
+
+def dns_resolve(net: Net, rec: Recorder, resolver: str, *, timeout: float, hold_window: float) -> Resolve:
+    """A ``Resolve`` through ``resolver`` (UDP, our dns probe's query, each query recorded).
+
+    Asks A, then AAAA when A gave no address, and uses the first address of the
+    first valid response: what a stub resolver would use. Each host is asked
+    once per round trip.
+    """
+    from censorscope.probes import dns
+
+    known: dict[str, str] = {}
+
+    async def resolve(host: str) -> str:
+        if _is_ip(host):
+            return host
+        if host not in known:
+            failure = None
+            for qtype in ("A", "AAAA"):
+                obs = await dns.query(host, qtype, resolver, transport="udp", net=net, rec=rec,
+                                      hold_window=hold_window, timeout=timeout)
+                if obs.fields.get("addresses"):
+                    known[host] = obs.fields["addresses"][0]
+                    break
+                failure = failure or obs.failure or DNS_NO_ANSWER
+            else:
+                raise ResolveFailed(host, failure or DNS_NO_ANSWER)
+        return known[host]
+
+    return resolve
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _resolve_failure(exc: BaseException) -> str | None:
+    seen: BaseException | None = exc
+    for _ in range(8):  # httpx/httpcore may wrap what the backend raised
+        if seen is None:
+            return None
+        if isinstance(seen, ResolveFailed):
+            return seen.failure
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 async def round_trip(
-    net: Net, rec: Recorder, url: str, *, address: str | None = None, timeout: float = 15.0,
-    max_redirects: int = 10, max_body_bytes: int = 1024 * 1024, body_head_bytes: int = 4096,
-    parent_id: int | None = None,
+    net: Net, rec: Recorder, url: str, *, address: str | None = None, resolve: Resolve | None = None,
+    timeout: float = 15.0, max_redirects: int = 10, max_body_bytes: int = 1024 * 1024,
+    body_head_bytes: int = 4096, parent_id: int | None = None,
 ) -> Observation:
-    """GET ``url`` (following redirects by hand) and record one ``http_round_trip``."""
+    """GET ``url`` (following redirects by hand) and record one ``http_round_trip``.
+
+    ``address`` pins the URL's host to that IP; other hosts (and the URL's
+    without a pin) go through ``resolve``, or the system resolver without it.
+    """
     import httpx  # heavy: only when HTTP is measured
 
     step = rec.begin("http_round_trip", parent_id, url=url, method="GET",
@@ -218,8 +291,13 @@ async def round_trip(
     host = parts.hostname or ""
     pinned = format_host_port(address, parts.port or _PORTS[parts.scheme]) if address else None
     # ALPN as httpcore sets it for HTTP/1.1 (this also selects Net's cached context)
+    async def address_of(name: str) -> str:
+        if address and name == host:
+            return address
+        return await resolve(name) if resolve else name  # a name: getaddrinfo decides
+
     transport = net.http_transport(ssl_context=net.tls_context(verify=True, alpn=["http/1.1"]),
-                                   pins={host: address} if address else None)
+                                   resolve=address_of if address or resolve else None)
     client = httpx.AsyncClient(transport=transport, headers=REQUEST_HEADERS, follow_redirects=False,
                                timeout=httpx.Timeout(timeout), trust_env=False)
 
@@ -249,7 +327,7 @@ async def round_trip(
                 finally:
                     await response.aclose()
     except Exception as exc:  # noqa: BLE001 - every network failure is data
-        return step.fail(exc, **partial())
+        return step.fail(_resolve_failure(exc) or exc, **partial())
 
 
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:
@@ -260,7 +338,9 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     if options.max_redirects < 0 or options.max_body_bytes < 0 or options.body_head_kib < 0:
         raise ConfigError("--max-redirects, --max-body-bytes and --body-head-kib must be >= 0")
     rec = Recorder(net.clock)
-    await round_trip(net, rec, url, address=address, timeout=options.timeout,
+    resolve = dns_resolve(net, rec, options.resolver, timeout=options.timeout, hold_window=0.0) if (
+        options.resolver) else None
+    await round_trip(net, rec, url, address=address, resolve=resolve, timeout=options.timeout,
                      max_redirects=options.max_redirects, max_body_bytes=options.max_body_bytes,
                      body_head_bytes=options.body_head_kib * 1024)
     return rec.observations

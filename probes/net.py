@@ -14,7 +14,7 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,12 +123,15 @@ class Net:
             ctx.set_alpn_protocols(alpn)
         return ctx
 
-    def http_transport(self, *, ssl_context: ssl.SSLContext, pins: dict[str, str] | None = None) -> Any:
+    def http_transport(
+        self, *, ssl_context: ssl.SSLContext, resolve: Callable[[str], Awaitable[str]] | None = None
+    ) -> Any:
         """An ``httpx.AsyncBaseTransport`` that opens a fresh connection per request.
 
-        ``pins`` maps a host name to the IP address to connect to instead of
-        resolving it; the Host header and the SNI stay the URL's. Hosts not in
-        ``pins`` are resolved by the system resolver (getaddrinfo), as any
+        ``resolve(host)`` returns the IP address to connect to for a host name
+        (it may raise to fail the request; returning the name unchanged leaves
+        it to the system resolver). The Host header and the SNI stay the URL's.
+        Without ``resolve`` the system resolver (getaddrinfo) is used, as any
         HTTP client would. Tests may return ``httpx.MockTransport`` instead.
         """
         import httpcore
@@ -136,23 +139,23 @@ class Net:
 
         transport = httpx.AsyncHTTPTransport(verify=ssl_context, retries=0,
                                              limits=httpx.Limits(max_keepalive_connections=0))
-        if pins:
+        if resolve is not None:
             inner = httpcore.AnyIOBackend()
 
-            class PinnedBackend(httpcore.AsyncNetworkBackend):
+            class ResolvingBackend(httpcore.AsyncNetworkBackend):
                 async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                                       local_address: str | None = None, socket_options: Any = None) -> Any:
-                    return await inner.connect_tcp(pins.get(host, host), port, timeout=timeout,
+                    return await inner.connect_tcp(await resolve(host), port, timeout=timeout,
                                                    local_address=local_address, socket_options=socket_options)
 
                 async def sleep(self, seconds: float) -> None:
                     await inner.sleep(seconds)
 
             # httpx has no public hook for the connection backend: swap its pool for
-            # an identical one built on the pinned backend (tests/net/test_http.py
-            # proves the pin, so an httpx upgrade that breaks this fails loudly).
+            # an identical one built on our backend (tests/net/test_http.py proves
+            # the pinning, so an httpx upgrade that breaks this fails loudly).
             transport._pool = httpcore.AsyncConnectionPool(
-                ssl_context=ssl_context, max_keepalive_connections=0, retries=0, network_backend=PinnedBackend())
+                ssl_context=ssl_context, max_keepalive_connections=0, retries=0, network_backend=ResolvingBackend())
         return transport
 
     def udp_socket(self, family: int) -> socket.socket:

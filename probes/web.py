@@ -17,7 +17,8 @@ Like OONI's web_connectivity, but keeping *all* DNS evidence:
 4. **http_round_trip** over the first address (in DNS order) whose connection
    (and handshake, for https) worked, on a new connection pinned to that
    address (``parent_id``: that tls_handshake or connect). No address worked:
-   no HTTP step.
+   no HTTP step. Redirects to other hosts are resolved through the same
+   resolver (their ``dns_query`` observations are recorded too).
 
 The probe observes only; comparing with a control is the verdict engine's job.
 """
@@ -130,10 +131,10 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     port = parts.port or (443 if https else 80)
     rec = Recorder(net.clock)
 
+    resolver = options.resolver or net.resolver or dns.resolver_from_resolv_conf() or SYSTEM
     if _is_ip(host):
         addresses: list[tuple[str, int | None]] = [(str(ipaddress.ip_address(host)), None)]
     else:
-        resolver = options.resolver or net.resolver or dns.resolver_from_resolv_conf() or SYSTEM
         if resolver == SYSTEM:
             addresses = list(await _resolve_system(host, port, rec, options.timeout))
         else:
@@ -144,6 +145,10 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     ))
     for (ip, _), last in zip(addresses, reached, strict=True):
         if last is not None:  # the first address, in DNS order, that worked
-            await http.round_trip(net, rec, url, address=ip, timeout=options.http_timeout, parent_id=last.id)
+            # redirects to other hosts resolve through the same resolver (getaddrinfo for 'system')
+            resolve = None if resolver == SYSTEM else http.dns_resolve(
+                net, rec, resolver, timeout=options.timeout, hold_window=options.hold_window)
+            await http.round_trip(net, rec, url, address=ip, resolve=resolve, timeout=options.http_timeout,
+                                  parent_id=last.id)
             break
     return rec.observations

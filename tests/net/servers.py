@@ -53,6 +53,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 TEST_NAME = "site.censorscope.test"
 #: the name the wrong-name certificate is issued for
 OTHER_NAME = "other.censorscope.test"
+#: a name no test DNS zone contains
+MISSING_NAME = "missing.censorscope.test"
 #: the title of the test site's front page
 TEST_TITLE = "censorscope test page"
 
@@ -316,6 +318,8 @@ HTTP_ROUTES = {
     "/gzip": "200, the test page gzip-encoded",
     "/bomb": "200, 64 MiB of zeros gzip-encoded (~64 KiB on the wire): a decompression bomb",
     "/redirect": "302 to / (relative Location)",
+    "/elsewhere": "302 to OTHER_NAME, same scheme and port (a redirect to another host)",
+    "/nowhere": "302 to MISSING_NAME, same scheme and port (a host no test zone has)",
     "/loop/a": "302 to /loop/b, which redirects back: an endless redirect loop",
     "/endless": "200 with a body that never ends (no Content-Length, 16 KiB writes)",
     "/trickle": "200, Content-Length 1 MB, then 10 bytes every 0.1 s: never finishes in time",
@@ -364,6 +368,11 @@ def http_app(log: HttpRequestLog) -> Handler:
             start("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Encoding", "gzip"),
                              ("Content-Length", str(len(body)))])
             writer.write(body)
+        elif target in ("/elsewhere", "/nowhere"):
+            port = headers.get("host", "").rpartition(":")[2]
+            name = OTHER_NAME if target == "/elsewhere" else MISSING_NAME
+            scheme = "https" if writer.get_extra_info("ssl_object") else "http"
+            start("302 Found", [("Location", f"{scheme}://{name}:{port}/"), ("Content-Length", "0")])
         elif target in ("/redirect", "/loop/a", "/loop/b"):
             location = {"/redirect": "/", "/loop/a": "/loop/b", "/loop/b": "/loop/a"}[target]
             start("302 Found", [("Location", location), ("Content-Length", "0")])

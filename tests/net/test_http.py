@@ -10,7 +10,7 @@ import os
 import httpx
 import pytest
 from click.testing import CliRunner
-from servers import BOMB_SIZE, TEST_NAME, TEST_TITLE, bomb_body, page_body
+from servers import BOMB_SIZE, MISSING_NAME, OTHER_NAME, TEST_NAME, TEST_TITLE, bomb_body, page_body
 
 from censorscope.measure.cli import cli
 from censorscope.probes import http
@@ -131,7 +131,7 @@ def test_refused(net, refused_address):
 def test_mock_transport_seam():
     # The injected transport lets probe logic run without sockets.
     class MockNet(Net):
-        def http_transport(self, *, ssl_context, pins=None):
+        def http_transport(self, *, ssl_context, resolve=None):
             def handler(request: httpx.Request) -> httpx.Response:
                 if request.url.path == "/":
                     return httpx.Response(301, headers={"Location": "https://example.test/final"})
@@ -197,3 +197,28 @@ def test_decompression_bomb_stops_at_the_cap(net, http_site):
     assert o["failure"] is None and o["body_truncated"] is True and o["body_length"] == 100_000
     assert o["body_sha256"] == hashlib.sha256(bytes(100_000)).hexdigest()
     assert peak < BOMB_SIZE // 8  # never inflated the whole bomb
+
+
+def test_resolver_option_resolves_and_records(net, http_site, start_dns):
+    dns_server = start_dns({TEST_NAME: ["127.0.0.1"], OTHER_NAME: ["127.0.0.1"]})
+    obs = [o.to_dict() for o in asyncio.run(http.measure(
+        http_site.url("/elsewhere", host=TEST_NAME), net, http.Options(resolver=dns_server.address)))]
+    assert [(o["operation"], o.get("query_name")) for o in obs] == [
+        ("dns_query", TEST_NAME), ("dns_query", OTHER_NAME), ("http_round_trip", None)]
+    assert all(o["query_type"] == "A" and o["addresses"] == ["127.0.0.1"] for o in obs[:2])
+    h = obs[2]
+    assert h["failure"] is None and h["status"] == 200
+    assert [hop["url"] for hop in h["hops"]] == [http_site.url("/elsewhere", host=TEST_NAME),
+                                               http_site.url("/", host=OTHER_NAME)]
+    assert [r[2]["host"].split(":")[0] for r in http_site.log.requests] == [TEST_NAME, OTHER_NAME]
+
+
+def test_redirect_to_a_host_that_does_not_resolve(net, http_site, start_dns):
+    dns_server = start_dns({TEST_NAME: ["127.0.0.1"]})
+    obs = [o.to_dict() for o in asyncio.run(http.measure(
+        http_site.url("/nowhere", host=TEST_NAME), net, http.Options(resolver=dns_server.address)))]
+    missing = [o for o in obs if o.get("query_name") == MISSING_NAME]
+    assert [(o["query_type"], o["failure"]) for o in missing] == [("A", "dns_nxdomain_error"),
+                                                                 ("AAAA", "dns_nxdomain_error")]
+    h = obs[-1]
+    assert h["failure"] == "dns_nxdomain_error" and [hop["status"] for hop in h["hops"]] == [302]

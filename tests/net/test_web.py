@@ -9,7 +9,7 @@ import socket
 
 import pytest
 from click.testing import CliRunner
-from servers import TEST_NAME, TEST_TITLE, HttpRequestLog, http_app
+from servers import OTHER_NAME, TEST_NAME, TEST_TITLE, HttpRequestLog, http_app
 
 from censorscope.measure.cli import cli
 from censorscope.probes import web
@@ -140,3 +140,14 @@ def test_cli(http_site, start_dns):
     m = json.loads(res.output)
     assert m["probe"] == "web" and m["vantage"]["resolver"] == dns_server.address
     assert one(m["observations"], "http_round_trip")["status"] == 200
+
+
+def test_redirect_to_another_host_uses_the_same_resolver(net, https_site, start_dns):
+    dns_server = start_dns({TEST_NAME: ["127.0.0.1"], OTHER_NAME: ["127.0.0.1"]})
+    obs = run(https_site.url("/elsewhere"), net, resolver=dns_server.address)
+    other = [o for o in of(obs, "dns_query") if o["query_name"] == OTHER_NAME]
+    assert [o["addresses"] for o in other] == [["127.0.0.1"]]  # A answered: no AAAA asked
+    h = one(obs, "http_round_trip")
+    # the other name is not on the test certificate: verification fails on the second hop
+    assert h["failure"] == "ssl_invalid_hostname" and [hop["status"] for hop in h["hops"]] == [302]
+    assert (OTHER_NAME, "A") in dns_server.queries
