@@ -4,16 +4,23 @@ The GFW examines the first data packet of a TCP connection and blocks
 high-entropy ("fully encrypted") traffic that none of its exemptions cover,
 with probability about 0.263 per connection, then blocks the 3-tuple for
 120-180 s (Wu et al., USENIX Security 2023; CENSORSHIP-FACTS.md). One failure
-is therefore never enough, and one success proves nothing either.
+is therefore weak evidence, and one success proves nothing either.
 
-A ``fet`` measurement makes several connections; each exchange (any
-operation other than ``connect``/DNS) carries ``variant``: ``random`` (the
-non-exempt, high-entropy first packet) or an exempt variant (e.g.
-``exempt_printable``, ``exempt_tls``). The rule: at least two ``random``
-exchanges fail (no echo, reset or timeout) while every exempt exchange to the
-same server succeeds and the control's ``random`` exchanges succeed ->
-``fet.blocked``. Failures on both sides -> ``down``. Exchanges without a
-``variant`` count as ``random``.
+The ``fet`` probe makes connections to one server and port, each a
+``connect`` plus a ``fet_attempt`` with ``kind`` ``fet`` (a non-exempt,
+random-looking first payload), ``control`` (the same length, exempt) or
+``followup`` (exempt, after a delay: reveals residual blocking). The rule, in
+time order:
+
+* nothing failed -> ``ok``;
+* the control vantage's ``fet`` attempts failed too -> ``down``;
+* the **first** failure is a ``fet`` attempt, every exempt attempt before it
+  worked, the control vantage's ``fet`` attempts worked, and either two or
+  more ``fet`` attempts failed or later exempt attempts/connects failed as
+  well (the 3-tuple's residual blocking) -> ``fet.blocked``;
+* a first failure on an exempt attempt means the server or path is
+  unreliable, not that random-looking traffic is singled out -> inconclusive;
+  so is a single ``fet`` failure with nothing after it.
 """
 
 from __future__ import annotations
@@ -35,47 +42,50 @@ from censorscope.analysis.verdicts.core import (
     ok,
 )
 
-_SKIP = frozenset({"connect", "dns_query", "resolve"})
+
+def _steps(obs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``fet_attempt`` observations and failed connects (a connection that never carried a payload)."""
+    return [o for o in obs if o.get("operation") == "fet_attempt"
+            or (o.get("operation") == "connect" and o.get("failure"))]
 
 
-def _exchanges(obs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    ex = [o for o in obs if o.get("operation") not in _SKIP]
-    random = [o for o in ex if str(o.get("variant") or "random") == "random"]
-    exempt = [o for o in ex if str(o.get("variant") or "random") != "random"]
-    return random, exempt
+def _kind(o: dict[str, Any]) -> str:
+    return str(o.get("kind")) if o.get("operation") == "fet_attempt" else "connect"
 
 
 def rule(m: Measurement, ctx: Context) -> Verdict:
     """Probe ``fet``."""
-    random, exempt = _exchanges(m.observations)
-    if not random:
-        return inconclusive("The measurement has no fully-encrypted exchange.", 0.0)
-    r_fail = [o for o in random if o.get("failure")]
-    e_fail = [o for o in exempt if o.get("failure")]
-    n = len(random)
+    steps = sorted(_steps(m.observations), key=lambda o: (o.get("t0") or 0.0, o.get("id") or 0))
+    fet = [o for o in steps if _kind(o) == "fet"]
+    if not fet:
+        return inconclusive("The measurement has no fet_attempt with a non-exempt payload.", 0.0)
+    failed = [o for o in steps if o.get("failure")]
+    if not failed:
+        return ok(E.sentence(f"all {len(steps)} attempts got answers ({len(fet)} non-exempt, "
+                             f"e.g. {E.outcome(fet[0])})"), 0.8)
+    summary = f"{len([o for o in fet if o.get('failure')])} of {len(fet)} non-exempt attempts failed"
     if m.control_state != "present":
-        return inconclusive(E.sentence(f"{len(r_fail)} of {n} random-payload exchanges failed", m.control_note()))
-    c_random, _ = _exchanges(m.control_observations)
-    c_fail = [o for o in c_random if o.get("failure")]
-    if not c_random:
-        return inconclusive(E.sentence(f"{len(r_fail)} of {n} random-payload exchanges failed",
-                                       "the control made no random-payload exchange"))
-    if not r_fail:
-        return ok(E.sentence(f"all {n} random-payload exchanges succeeded (e.g. {E.outcome(random[0])})"), 0.8)
-    if len(c_fail) == len(c_random):
-        return down(E.sentence(f"{len(r_fail)} of {n} random-payload exchanges failed",
-                               f"all {len(c_random)} of the control's failed too ({E.outcome(c_fail[0], control=True)})"),
-                    0.7)
-    if e_fail:
-        return inconclusive(E.sentence(f"{len(r_fail)} of {n} random-payload exchanges failed",
-                                       f"but exempt payloads failed too ({E.outcome(e_fail[0])}): the server "
-                                       "or path is unreliable"), WEAK)
-    if len(r_fail) < 2:
-        return inconclusive(E.sentence(E.outcome(r_fail[0]), f"only 1 of {n} random-payload exchanges failed; "
-                                       "the published trigger fires with p~0.26 per connection, repeat to conclude"),
-                            WEAK)
-    extra = f"; every exempt exchange ({len(exempt)}) succeeded" if exempt else ""
-    return blocked("fet.blocked", STRONG if len(r_fail) >= 3 and exempt else MODERATE, E.sentence(
-        f"{len(r_fail)} of {n} random-payload exchanges failed (first: {E.outcome(r_fail[0])}){extra}",
-        f"{len(c_random) - len(c_fail)} of the control's {len(c_random)} succeeded"),
-        endpoint=address_of(r_fail[0]) or next((address_of(a) for a in m.ancestors(r_fail[0]) if address_of(a)), None))
+        return inconclusive(E.sentence(summary, f"first failure: {E.outcome(failed[0])}", m.control_note()))
+    c_fet = [o for o in m.control_observations if o.get("operation") == "fet_attempt" and o.get("kind") == "fet"]
+    if not c_fet:
+        return inconclusive(E.sentence(summary, "the control made no non-exempt attempt"))
+    c_ok = [o for o in c_fet if not o.get("failure")]
+    if not c_ok:
+        return down(E.sentence(summary, f"the control's failed too ({E.outcome(c_fet[0], control=True)})"), 0.7)
+    first = failed[0]
+    if _kind(first) != "fet":
+        return inconclusive(E.sentence(f"the first failure was an exempt attempt: {E.outcome(first)}",
+                                       "the server or path is unreliable; random-looking traffic is not "
+                                       "singled out"), WEAK)
+    later = [o for o in failed[1:] if _kind(o) != "fet"]
+    n_fet_failed = sum(1 for o in fet if o.get("failure"))
+    if n_fet_failed < 2 and not later:
+        return inconclusive(E.sentence(E.outcome(first), f"only 1 of {len(fet)} non-exempt attempts failed and "
+                                       "nothing after it; the trigger fires with p~0.26, repeat to conclude"), WEAK)
+    parts = [f"{summary}, the first of them before any exempt failure: {E.outcome(first)}"]
+    if later:
+        parts.append(f"{len(later)} later exempt attempt(s)/connect(s) failed too (residual blocking of the "
+                     f"3-tuple), e.g. {E.outcome(later[0])}")
+    parts.append(f"the control's {len(c_ok)} of {len(c_fet)} non-exempt attempts got answers")
+    return blocked("fet.blocked", STRONG if n_fet_failed >= 2 else MODERATE, E.sentence(*parts),
+                   endpoint=address_of(first))

@@ -404,16 +404,32 @@ def test_vpn_port_blocked_and_down():
     assert (v.verdict, v.method) == ("down", None)
 
 
-def test_fet_blocked_needs_two_failures_and_exempt_success():
-    def ex(i, failure=None, variant="random"):
-        return ob("fet_exchange", i, failure, address="203.0.113.40:443", variant=variant)
-    obs = [ex(1, "generic_timeout_error"), ex(2), ex(3, "connection_reset"), ex(4), ex(5, variant="exempt_printable")]
-    ctl = [ex(1), ex(2), ex(3), ex(4)]
-    v = one(meas("fet", "203.0.113.40:443", obs, control_obs=ctl))
+def _fet(i, failure=None, kind="fet", t0=None):
+    return ob("fet_attempt", i, failure, t0=float(i) if t0 is None else t0, t=float(i) + 0.5,
+              address="203.0.113.40:443", kind=kind, attempt=i, outcome=failure or "data")
+
+
+def test_fet_blocked_first_failure_non_exempt_then_residual():
+    obs = [_fet(1), _fet(2, kind="control"), _fet(3, "generic_timeout_error"),
+           conn(4, "203.0.113.40:443", "generic_timeout_error"), _fet(5, "generic_timeout_error", kind="followup")]
+    obs[3]["t0"] = 4.0
+    ctl = [_fet(1), _fet(2, kind="control"), _fet(3), _fet(4, kind="control")]
+    v = one(meas("fet", "fet://203.0.113.40:443", obs, control_obs=ctl))
     assert (v.verdict, v.method) == ("blocked", "fet.blocked")
-    assert "2 of 4 random-payload exchanges failed" in v.evidence and "fet_exchange #1" in v.evidence
-    single = [ex(1, "generic_timeout_error"), ex(2), ex(3), ex(4)]
-    assert one(meas("fet", "203.0.113.40:443", single, control_obs=ctl)).verdict == "inconclusive"
+    assert "fet_attempt #3" in v.evidence and "residual" in v.evidence and "1 of 2 non-exempt" in v.evidence
+
+
+def test_fet_single_failure_or_exempt_first_is_inconclusive_and_both_sides_down():
+    ctl = [_fet(1), _fet(2, kind="control"), _fet(3)]
+    single = [_fet(1, "generic_timeout_error"), _fet(2, kind="control"), _fet(3), _fet(4, kind="control")]
+    assert one(meas("fet", "fet://203.0.113.40:443", single, control_obs=ctl)).verdict == "inconclusive"
+    exempt_first = [_fet(1), _fet(2, "connection_reset", kind="control"), _fet(3, "connection_reset")]
+    v = one(meas("fet", "fet://203.0.113.40:443", exempt_first, control_obs=ctl))
+    assert v.verdict == "inconclusive" and "exempt" in v.evidence
+    bad_ctl = [_fet(1, "connection_reset"), _fet(2, "connection_reset", kind="control")]
+    assert one(meas("fet", "fet://203.0.113.40:443", exempt_first, control_obs=bad_ctl)).verdict == "down"
+    fine = [_fet(1), _fet(2, kind="control"), _fet(3)]
+    assert one(meas("fet", "fet://203.0.113.40:443", fine, control_obs=ctl)).verdict == "ok"
 
 
 # --- throughput ------------------------------------------------------------------------------
