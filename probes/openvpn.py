@@ -5,25 +5,34 @@ optionally wrapped with tls-auth or tls-crypt from a client config, and
 records every packet the server sends back within the window. A
 P_CONTROL_HARD_RESET_SERVER_V2 that acknowledges our packet and names our
 session id shows an OpenVPN server answered on this path. The probe then
-acknowledges the server's reset (P_ACK_V1), as a real client does, and stops:
-no TLS handshake is performed (see docs/vpn.md).
+acknowledges the server's reset (P_ACK_V1), as a real client does, and stops.
+
+With a CA in the config (and the client certificate/key the server wants),
+it goes on with the TLS handshake inside P_CONTROL_V1 packets (reliability
+layer with acks and retransmission, ``censorscope.probes.openvpn_tls``) and
+records a ``tls_handshake`` (``transport: "openvpn_control"``) under the
+``openvpn_handshake``. It stops after TLS: no key exchange, no tunnel.
 
 Config (``--config``): an .ovpn file (``proto``, ``remote``, ``auth``,
 ``key-direction``, ``<tls-auth>``/``<tls-crypt>`` blocks or file paths) or a
 TOML file with ``proto``, ``tls_auth``/``tls_crypt`` (key file paths),
-``key_direction``, ``auth``, ``timeout``.
+``key_direction``, ``auth``, ``timeout``, ``ca``/``cert``/``key`` (PEM text or
+paths; .ovpn: ``<ca>``/``<cert>``/``<key>`` blocks or ``ca``/``cert``/``key`` lines).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import time
+import ssl
+import tempfile
 from dataclasses import dataclass, field
 
 from censorscope.probes.errors import ConfigError, InvalidTarget
+from censorscope.probes.failures import classify
 from censorscope.probes.net import Net
 from censorscope.probes.observation import Observation, Recorder, Step
+from censorscope.probes.openvpn_tls import ControlChannel, Session
 from censorscope.probes.vpn_common import (
     Target,
     close_writer,
@@ -96,28 +105,50 @@ def client_settings(cfg: dict) -> tuple[str | None, wire.Wrap]:
     return proto, wrap
 
 
-class _Session:
-    """Our side of the control channel: session id and packet counters."""
-
-    def __init__(self, wrap: wire.Wrap) -> None:
-        self.wrap = wrap
-        self.session_id = os.urandom(8)
-        self.replay_pid = 1
-        self.msg_pid = 0
-
-    def packet(self, opcode: int, acks: list[int] | None = None, remote: bytes | None = None) -> bytes:
-        p = wire.Packet(opcode, 0, self.session_id, acks or [], remote if acks else None,
-                        None if opcode == wire.ACK_V1 else self.msg_pid, b"", self.replay_pid, int(time.time()))
-        self.replay_pid += 1
-        if opcode != wire.ACK_V1:
-            self.msg_pid += 1
-        return wire.build(p, self.wrap)
-
-    def is_answer(self, p: wire.Packet) -> bool:
-        return p.opcode in wire.SERVER_RESETS and p.remote_session_id in (None, self.session_id)
+def _pem(value: str, base: str) -> str:
+    if "-----BEGIN" in value:
+        return value
+    path = value if os.path.isabs(value) else os.path.join(base, value)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path!r}: {exc}") from None
 
 
-def _describe(rec: Recorder, at: float, data: bytes, sess: _Session) -> tuple[dict, wire.Packet | None, str | None]:
+def tls_context(cfg: dict) -> ssl.SSLContext | None:
+    """A client TLS context from the config's CA (+ client cert/key), or None without a CA.
+
+    Like OpenVPN, the server certificate is checked against the config's CA
+    only (no host name: OpenVPN server certificates rarely carry one).
+    """
+    base = cfg.get("_dir", ".")
+    if "text" in cfg:
+        o = wire.parse_ovpn(cfg["text"])
+        ca, cert, key = o.ca or o.files.get("ca"), o.cert or o.files.get("cert"), o.key or o.files.get("key")
+    else:
+        ca, cert, key = cfg.get("ca"), cfg.get("cert"), cfg.get("key")
+    if not ca:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    try:
+        ctx.load_verify_locations(cadata=_pem(str(ca), base))
+        if cert and key:
+            # ssl loads certificates from files only: write inline blocks to a private temp dir
+            with tempfile.TemporaryDirectory() as d:
+                cpath, kpath = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+                with open(cpath, "w") as fh:
+                    fh.write(_pem(str(cert), base))
+                with open(os.open(kpath, os.O_WRONLY | os.O_CREAT, 0o600), "w") as fh:
+                    fh.write(_pem(str(key), base))
+                ctx.load_cert_chain(cpath, kpath)
+    except ssl.SSLError as exc:
+        raise ConfigError(f"bad CA/cert/key in config: {exc}") from None
+    return ctx
+
+
+def _describe(rec: Recorder, at: float, data: bytes, sess: Session) -> tuple[dict, wire.Packet | None, str | None]:
     item: dict = {"t": round(at, 6), "size": len(data)}
     try:
         p = wire.parse(data, sess.wrap)
@@ -129,26 +160,52 @@ def _describe(rec: Recorder, at: float, data: bytes, sess: _Session) -> tuple[di
 
 
 def _finish(step: Step, items: list[dict], answer: wire.Packet | None, parse_error: str | None,
-            failure: str | None, fields: dict) -> None:
+            failure: str | None, fields: dict) -> Observation:
     fields["responses"] = items
     if answer is not None:
         fields.update(server_opcode=answer.opcode_name, server_session_id=answer.session_id.hex(),
                       server_acks=answer.acks, server_packet_id=answer.packet_id,
                       acknowledged=0 in answer.acks, authenticated=answer.authenticated)
         if answer.authenticated is False:
-            step.fail(protocol_failure("server reset fails tls-auth HMAC check"), **fields)
-        else:
-            step.ok(**fields)
-    elif parse_error:
-        step.fail(protocol_failure(parse_error), **fields)
-    elif items:
-        step.fail(protocol_failure("no server hard reset among the responses"), **fields)
+            return step.fail(protocol_failure("server reset fails tls-auth HMAC check"), **fields)
+        return step.ok(**fields)
+    if parse_error:
+        return step.fail(protocol_failure(parse_error), **fields)
+    if items:
+        return step.fail(protocol_failure("no server hard reset among the responses"), **fields)
+    return step.fail(failure or "generic_timeout_error", **fields)
+
+
+def _tls_fields(chan: ControlChannel) -> dict:
+    fields: dict = {"control_packets_sent": chan.sent, "control_packets_received": chan.received,
+                    "retransmissions": chan.retransmissions}
+    if chan.done:
+        der = chan.tls.getpeercert(binary_form=True)
+        fields.update(tls_version=chan.tls.version(), cipher=(chan.tls.cipher() or [None])[0])
+        if der:
+            from cryptography import x509
+
+            from censorscope.probes.quic import cert_summary
+
+            fields["peer_certificates"] = [cert_summary(x509.load_der_x509_certificate(der))]
+    return fields
+
+
+def _tls_step(rec: Recorder, parent: int, t: Target) -> Step:
+    return rec.begin("tls_handshake", parent, address=t.address, transport="openvpn_control", server_name=None)
+
+
+def _tls_finish(step: Step, chan: ControlChannel, failure: str | None) -> None:
+    if chan.done:
+        step.ok(**_tls_fields(chan))
+    elif chan.error is not None:
+        step.fail(chan.error, **_tls_fields(chan))
     else:
-        step.fail(failure or "generic_timeout_error", **fields)
+        step.fail(failure or "generic_timeout_error", **_tls_fields(chan))
 
 
-async def _udp(rec: Recorder, net: Net, t: Target, sess: _Session, timeout: float, hold: float,
-               wrap_name: str) -> None:
+async def _udp(rec: Recorder, net: Net, t: Target, sess: Session, timeout: float, hold: float,
+               wrap_name: str, ctx: ssl.SSLContext | None) -> None:
     sock, conn = udp_open(rec, net, t)
     if sock is None:
         return
@@ -164,7 +221,7 @@ async def _udp(rec: Recorder, net: Net, t: Target, sess: _Session, timeout: floa
             return False
 
     try:
-        res = await udp_exchange(rec, sock, [reset], timeout=timeout, hold=hold, stop=stop)
+        res = await udp_exchange(rec, sock, [reset], timeout=timeout, hold=0.0 if ctx else hold, stop=stop)
         items, answer, perr = [], None, None
         for at, data in res.datagrams:
             item, p, err = _describe(rec, at, data, sess)
@@ -173,20 +230,60 @@ async def _udp(rec: Recorder, net: Net, t: Target, sess: _Session, timeout: floa
             if p is not None and answer is None and sess.is_answer(p):
                 answer = p
         fields: dict = {}
+        chan = None
         if answer is not None and answer.packet_id is not None:
-            ack = sess.packet(wire.ACK_V1, [answer.packet_id], answer.session_id)
+            if ctx is not None:
+                chan = ControlChannel(sess, answer.session_id, ctx, answer.packet_id)
+                first = chan.initial()
+            else:
+                first = [sess.packet(wire.ACK_V1, [answer.packet_id], answer.session_id)]
             try:
-                sock.send(ack)
+                for pkt in first:
+                    sock.send(pkt)
                 fields["ack_sent"] = True
             except OSError:
                 fields["ack_sent"] = False
-        _finish(step, items, answer, perr, res.failure, fields)
+        obs = _finish(step, items, answer, perr, res.failure, fields)
+        if chan is not None and answer is not None:
+            await _udp_tls(rec, sock, t, sess, chan, answer.session_id, obs.id, timeout)
     finally:
         sock.close()
 
 
-async def _tcp(rec: Recorder, net: Net, t: Target, sess: _Session, timeout: float, hold: float,
-               wrap_name: str) -> None:
+async def _udp_tls(rec: Recorder, sock: object, t: Target, sess: Session, chan: ControlChannel,
+                   server_sid: bytes, parent: int, timeout: float) -> None:
+    import socket as socket_mod
+
+    assert isinstance(sock, socket_mod.socket)
+    step = _tls_step(rec, parent, t)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    failure = None
+    while not chan.done and chan.error is None and loop.time() < deadline:
+        try:
+            # OpenVPN retransmits after 2 s at first; 1 s keeps the probe brisk on loopback and in the wild
+            data = await asyncio.wait_for(loop.sock_recv(sock, 65535), min(1.0, deadline - loop.time()))
+        except TimeoutError:
+            for pkt in chan.retransmit():
+                await loop.sock_sendall(sock, pkt)
+            continue
+        except OSError as exc:
+            failure = classify(exc)
+            break
+        try:
+            p = wire.parse(data, sess.wrap)
+        except wire.OpenVPNWireError:
+            continue  # recorded nowhere else: a stray datagram does not end the handshake
+        if p.session_id != server_sid:
+            continue
+        chan.receive(p)
+        for pkt in chan.outgoing():
+            await loop.sock_sendall(sock, pkt)
+    _tls_finish(step, chan, failure)
+
+
+async def _tcp(rec: Recorder, net: Net, t: Target, sess: Session, timeout: float, hold: float,
+               wrap_name: str, ctx: ssl.SSLContext | None) -> None:
     reader, writer, conn = await tcp_connect(rec, net, t, timeout)
     if reader is None or writer is None:
         return
@@ -203,7 +300,7 @@ async def _tcp(rec: Recorder, net: Net, t: Target, sess: _Session, timeout: floa
     fields: dict = {}
     try:
         writer.write(reset)
-        while loop.time() < deadline:
+        while loop.time() < deadline and not (answer is not None and ctx is not None):
             try:
                 chunk = await asyncio.wait_for(reader.read(65536), deadline - loop.time())
             except TimeoutError:
@@ -226,19 +323,61 @@ async def _tcp(rec: Recorder, net: Net, t: Target, sess: _Session, timeout: floa
                     deadline = min(deadline, loop.time() + hold)
             if perr:
                 break
-        if buf:
-            fields["trailing_bytes"] = buf[:32].hex()
+        chan = None
         if answer is not None and answer.packet_id is not None:
-            writer.write(wire.frame_tcp(sess.packet(wire.ACK_V1, [answer.packet_id], answer.session_id)))
+            if ctx is not None:
+                chan = ControlChannel(sess, answer.session_id, ctx, answer.packet_id)
+                first = chan.initial()
+            else:
+                first = [sess.packet(wire.ACK_V1, [answer.packet_id], answer.session_id)]
+            for pkt in first:
+                writer.write(wire.frame_tcp(pkt))
             fields["ack_sent"] = True
-        _finish(step, items, answer, perr, failure, fields)
+        if buf and chan is None:
+            fields["trailing_bytes"] = buf[:32].hex()
+        obs = _finish(step, items, answer, perr, failure, fields)
     except Exception as exc:  # noqa: BLE001 - every failure is data
         if answer is not None:
             _finish(step, items, answer, perr, None, fields)
         else:
             step.fail(exc, responses=items, **fields)
+        await close_writer(writer)
+        return
+    try:
+        if chan is not None and answer is not None:
+            await _tcp_tls(rec, reader, writer, t, sess, chan, answer.session_id, obs.id, timeout, buf)
     finally:
         await close_writer(writer)
+
+
+async def _tcp_tls(rec: Recorder, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, t: Target,
+                   sess: Session, chan: ControlChannel, server_sid: bytes, parent: int, timeout: float,
+                   buf: bytes) -> None:
+    step = _tls_step(rec, parent, t)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    failure = None
+    try:
+        while not chan.done and chan.error is None:
+            packets, buf = wire.unframe_tcp(buf)
+            for data in packets:
+                p = wire.parse(data, sess.wrap)
+                if p.session_id == server_sid:
+                    chan.receive(p)
+            for pkt in chan.outgoing():
+                writer.write(wire.frame_tcp(pkt))
+            if chan.done or chan.error is not None:
+                break
+            chunk = await asyncio.wait_for(reader.read(65536), max(0.01, deadline - loop.time()))
+            if not chunk:
+                failure = "eof_error"
+                break
+            buf += chunk
+    except wire.OpenVPNWireError as exc:
+        failure = protocol_failure(str(exc))
+    except Exception as exc:  # noqa: BLE001
+        failure = classify(exc)
+    _tls_finish(step, chan, failure)
 
 
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:
@@ -246,6 +385,7 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     t = parse_target(target, "openvpn", 1194)
     cfg = load_config(options.config)
     cfg_proto, wrap = client_settings(cfg)
+    ctx = tls_context(cfg)
     proto = t.params.get("proto") or options.proto or cfg_proto or "udp"
     if proto not in ("udp", "tcp"):
         raise InvalidTarget(f"proto must be udp or tcp, not {proto!r}")
@@ -253,9 +393,9 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     hold = float(cfg.get("hold", options.hold))
     wrap_name = "tls-auth" if isinstance(wrap, wire.TlsAuth) else "tls-crypt" if wrap else "none"
     rec = new_recorder(net)
-    sess = _Session(wrap)
+    sess = Session(wrap)
     if proto == "udp":
-        await _udp(rec, net, t, sess, timeout, hold, wrap_name)
+        await _udp(rec, net, t, sess, timeout, hold, wrap_name, ctx)
     else:
-        await _tcp(rec, net, t, sess, timeout, hold, wrap_name)
+        await _tcp(rec, net, t, sess, timeout, hold, wrap_name, ctx)
     return rec.observations

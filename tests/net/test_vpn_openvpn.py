@@ -87,6 +87,42 @@ def test_openvpn_real_server(tmp_path, pki, proto, wrap):
                 assert not any(r.get("opcode") == 8 for r in hs["responses"])
 
 
+def _client_tls(pki: dict, wrap: str, ca: Path | None = None) -> str:
+    text = "client\n"
+    if wrap == "tls-auth":
+        text += f"auth SHA256\nkey-direction 1\ntls-auth {pki['ta']}\n"
+    elif wrap == "tls-crypt":
+        text += f"tls-crypt {pki['tc']}\n"
+    return text + (f"<ca>\n{(ca or pki['ca']).read_text()}</ca>\n<cert>\n{pki['client_cert'].read_text()}</cert>\n"
+                   f"<key>\n{pki['client_key'].read_text()}</key>\n")
+
+
+@pytest.mark.parametrize("proto,wrap", [("udp", "none"), ("tcp", "none"), ("udp", "tls-crypt"), ("tcp", "tls-auth")])
+def test_openvpn_tls_over_control_channel(tmp_path, pki, proto, wrap):
+    client = tmp_path / "client.ovpn"
+    client.write_text(_client_tls(pki, wrap))
+    (tmp_path / "other").mkdir()
+    other = make_pki(tmp_path / "other")
+    with netns() as ns:
+        srv, log = _server(tmp_path, pki, ns, proto, wrap, 21194)
+        with srv:
+            wait_for(lambda: log_has(log, "Initialization Sequence Completed"), what="openvpn server")
+            obs = run_probe_in(ns, "openvpn", f"openvpn://127.0.0.1:21194?proto={proto}", config=str(client),
+                               timeout=10.0)
+            hs, tls = op(obs, "openvpn_handshake"), op(obs, "tls_handshake")
+            assert hs["failure"] is None, hs
+            assert tls["failure"] is None, (tls, log.read_text()[-3000:])
+            assert tls["parent_id"] == hs["id"] and tls["transport"] == "openvpn_control"
+            assert tls["tls_version"] in ("TLSv1.2", "TLSv1.3")
+            assert tls["peer_certificates"][0]["subject"] == "CN=server"
+            assert tls["control_packets_received"] >= 1
+            # the server's certificate does not chain to another CA: the client refuses it, as OpenVPN would
+            client.write_text(_client_tls(pki, wrap, ca=other["ca"]))
+            obs = run_probe_in(ns, "openvpn", f"openvpn://127.0.0.1:21194?proto={proto}", config=str(client),
+                               timeout=10.0)
+            assert op(obs, "tls_handshake")["failure"] == "ssl_unknown_authority"
+
+
 @pytest.mark.net
 def test_openvpn_nothing_listening():
     obs = run_probe("openvpn", f"openvpn://127.0.0.1:{free_port(socket.SOCK_DGRAM)}?proto=udp", timeout=2.0)
