@@ -244,13 +244,12 @@ class Evaluator:
         by_probe: dict[str, list[Truth]] = {}
         for t in sc.truth:
             by_probe.setdefault(t.probe, []).append(t)
-        got: dict[tuple[str, str], dict[str, Any]] = {}
+        outs: list[Path] = []
         for probe, truths in by_probe.items():
             out = base / probe
+            outs.append(out)
             if not callable(getattr(registry.load(probe), "target_from_url", None)):
                 self._direct(probe, truths, out)
-                for r in verdict_rows(out):
-                    got[(r["probe"], r["input"])] = r
                 continue
             lst = base / f"{probe}.txt"
             lst.write_text("".join(f"{t.target}\n" for t in truths))
@@ -263,8 +262,8 @@ class Evaluator:
             if not out.exists() or not any(out.glob("*.jsonl")):
                 raise LabError(f"{sc.name}: `censorscope run` for {probe} stored nothing (exit {p.returncode}): "
                                f"{(p.stderr or p.stdout).strip()[-600:]}")
-            for r in verdict_rows(out):
-                got[(r["probe"], r["input"])] = r
+        # one batch: what one probe proves (a certificate valid for a name) informs another's verdict
+        got = {(r["probe"], r["input"]): r for r in verdict_rows(outs)}
         rows = []
         for t in sc.truth:
             inp = expected_input(t.probe, t.target)
