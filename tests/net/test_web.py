@@ -151,3 +151,14 @@ def test_redirect_to_another_host_uses_the_same_resolver(net, https_site, start_
     # the other name is not on the test certificate: verification fails on the second hop
     assert h["failure"] == "ssl_invalid_hostname" and [hop["status"] for hop in h["hops"]] == [302]
     assert (OTHER_NAME, "A") in dns_server.queries
+
+
+def test_aaaa_addresses_are_connected_too(net, http_site, start_dns):
+    dns_server = start_dns({TEST_NAME: ["127.0.0.1", "::1"]})
+    obs = run(http_site.url("/", host=TEST_NAME), net, resolver=dns_server.address)
+    aaaa = one(obs, "dns_query", query_type="AAAA")
+    assert aaaa["failure"] is None and aaaa["addresses"] == ["::1"]
+    v6 = one(obs, "connect", ip="::1")
+    assert v6["parent_id"] == aaaa["id"] and v6["address"] == f"[::1]:{http_site.server.port}"
+    assert v6["failure"] in ("connection_refused", "address_not_available")  # the site listens on v4 only
+    assert one(obs, "http_round_trip")["parent_id"] == one(obs, "connect", ip="127.0.0.1")["id"]
