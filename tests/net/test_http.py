@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import json
 import os
+import zlib
 
 import httpx
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 from servers import BOMB_SIZE, MISSING_NAME, OTHER_NAME, TEST_NAME, TEST_TITLE, bomb_body, page_body
 
 from censorscope.measure.cli import cli
@@ -222,3 +226,34 @@ def test_redirect_to_a_host_that_does_not_resolve(net, http_site, start_dns):
                                                                  ("AAAA", "dns_nxdomain_error")]
     h = obs[-1]
     assert h["failure"] == "dns_nxdomain_error" and [hop["status"] for hop in h["hops"]] == [302]
+
+
+@given(st.binary(max_size=3000))
+def test_extract_title_never_raises(data):
+    title = http.extract_title(data + b"<title>x</title>")
+    assert isinstance(title, str)
+
+
+def _encode(data: bytes, how: str) -> tuple[bytes, str | None]:
+    if how == "gzip":
+        return gzip.compress(data, mtime=0), "gzip"
+    if how == "zlib":
+        return zlib.compress(data), "deflate"
+    if how == "raw-deflate":
+        z = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        return z.compress(data) + z.flush(), "deflate"
+    return data, None
+
+
+@given(st.binary(max_size=20_000), st.integers(1, 30_000), st.integers(1, 4096),
+       st.sampled_from(["gzip", "zlib", "raw-deflate", "identity"]))
+def test_inflater_never_exceeds_what_is_asked(data, limit, split, how):
+    payload, encoding = _encode(data, how)
+    inflater = http._Inflater(encoding)
+    out = b""
+    for i in range(0, len(payload), split):  # arrives in pieces, as from the network
+        inflater.feed(payload[i:i + split])
+        while piece := inflater.take(limit):
+            assert len(piece) <= limit
+            out += piece
+    assert out == data
