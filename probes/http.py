@@ -288,14 +288,15 @@ async def round_trip(
     hops: list[dict[str, Any]] = []
     final: _Final | None = None
     parts = urlsplit(url)
-    host = parts.hostname or ""
+    host = httpx.URL(url).raw_host.decode("ascii")  # as the connection layer names it (IDNA)
     pinned = format_host_port(address, parts.port or _PORTS[parts.scheme]) if address else None
-    # ALPN as httpcore sets it for HTTP/1.1 (this also selects Net's cached context)
+
     async def address_of(name: str) -> str:
         if address and name == host:
             return address
         return await resolve(name) if resolve else name  # a name: getaddrinfo decides
 
+    # ALPN as httpcore sets it for HTTP/1.1 (this also selects Net's cached context)
     transport = net.http_transport(ssl_context=net.tls_context(verify=True, alpn=["http/1.1"]),
                                    resolve=address_of if address or resolve else None)
     client = httpx.AsyncClient(transport=transport, headers=REQUEST_HEADERS, follow_redirects=False,

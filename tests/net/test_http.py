@@ -257,3 +257,10 @@ def test_inflater_never_exceeds_what_is_asked(data, limit, split, how):
             assert len(piece) <= limit
             out += piece
     assert out == data
+
+
+def test_idn_host_is_pinned(net, http_site):
+    url = f"http://тест.censorscope.test:{http_site.server.port}/"
+    o = run(url, net, address="127.0.0.1")
+    assert o["failure"] is None and o["status"] == 200
+    assert http_site.log.requests[0][2]["host"] == f"xn--e1aybc.censorscope.test:{http_site.server.port}"
