@@ -88,17 +88,24 @@ def client_settings(cfg: dict) -> tuple[str | None, wire.Wrap]:
             raise ConfigError(str(exc)) from None
         ta = o.tls_auth or o.files.get("tls-auth")
         tc = o.tls_crypt or o.files.get("tls-crypt")
+        tc2 = o.tls_crypt_v2 or o.files.get("tls-crypt-v2")
         proto, direction, digest = o.proto, o.key_direction, o.auth
     else:
-        ta, tc = cfg.get("tls_auth"), cfg.get("tls_crypt")
+        ta, tc, tc2 = cfg.get("tls_auth"), cfg.get("tls_crypt"), cfg.get("tls_crypt_v2")
         proto, direction = cfg.get("proto"), cfg.get("key_direction")
         digest = wire.DIGESTS.get(str(cfg.get("auth", "SHA1")).upper().replace("-", ""))
         if digest is None:
             raise ConfigError(f"unsupported auth digest {cfg.get('auth')!r}")
-    if ta and tc:
-        raise ConfigError("config has both tls-auth and tls-crypt")
+    if sum(1 for x in (ta, tc, tc2) if x) > 1:
+        raise ConfigError("config has more than one of tls-auth, tls-crypt, tls-crypt-v2")
     wrap: wire.Wrap = None
-    if ta:
+    if tc2:
+        try:
+            kc, wkc = wire.parse_tls_crypt_v2_client_key(_pem(str(tc2), base))
+        except wire.OpenVPNWireError as exc:
+            raise ConfigError(str(exc)) from None
+        wrap = wire.TlsCrypt(kc, client=True, wkc=wkc)
+    elif ta:
         wrap = wire.TlsAuth(_read_key(ta, base), None if direction is None else int(direction), digest)
     elif tc:
         wrap = wire.TlsCrypt(_read_key(tc, base), client=True)
@@ -209,9 +216,9 @@ async def _udp(rec: Recorder, net: Net, t: Target, sess: Session, timeout: float
     sock, conn = udp_open(rec, net, t)
     if sock is None:
         return
-    reset = sess.packet(wire.HARD_RESET_CLIENT_V2)
+    reset = sess.packet(sess.reset_opcode)
     step = rec.begin("openvpn_handshake", conn.id, address=t.address, proto="udp", wrap=wrap_name,
-                     client_opcode="P_CONTROL_HARD_RESET_CLIENT_V2", client_session_id=sess.session_id.hex(),
+                     client_opcode=wire.OPCODES[sess.reset_opcode], client_session_id=sess.session_id.hex(),
                      bytes_sent=len(reset))
 
     def stop(data: bytes) -> bool:
@@ -287,9 +294,9 @@ async def _tcp(rec: Recorder, net: Net, t: Target, sess: Session, timeout: float
     reader, writer, conn = await tcp_connect(rec, net, t, timeout)
     if reader is None or writer is None:
         return
-    reset = wire.frame_tcp(sess.packet(wire.HARD_RESET_CLIENT_V2))
+    reset = wire.frame_tcp(sess.packet(sess.reset_opcode))
     step = rec.begin("openvpn_handshake", conn.id, address=t.address, proto="tcp", wrap=wrap_name,
-                     client_opcode="P_CONTROL_HARD_RESET_CLIENT_V2", client_session_id=sess.session_id.hex(),
+                     client_opcode=wire.OPCODES[sess.reset_opcode], client_session_id=sess.session_id.hex(),
                      bytes_sent=len(reset))
     items: list[dict] = []
     answer = None
@@ -391,7 +398,12 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
         raise InvalidTarget(f"proto must be udp or tcp, not {proto!r}")
     timeout = float(cfg.get("timeout", options.timeout))
     hold = float(cfg.get("hold", options.hold))
-    wrap_name = "tls-auth" if isinstance(wrap, wire.TlsAuth) else "tls-crypt" if wrap else "none"
+    if isinstance(wrap, wire.TlsAuth):
+        wrap_name = "tls-auth"
+    elif isinstance(wrap, wire.TlsCrypt):
+        wrap_name = "tls-crypt-v2" if wrap.wkc else "tls-crypt"
+    else:
+        wrap_name = "none"
     rec = new_recorder(net)
     sess = Session(wrap)
     if proto == "udp":

@@ -47,6 +47,13 @@ class Session:
         self.replay_pid += 1  # tls-auth/tls-crypt replay protection: every packet, retransmissions too
         return wire.build(p, self.wrap)
 
+    @property
+    def reset_opcode(self) -> int:
+        """V3 (opcode 10) with a tls-crypt-v2 key, else V2 (opcode 7)."""
+        if isinstance(self.wrap, wire.TlsCrypt) and self.wrap.wkc:
+            return wire.HARD_RESET_CLIENT_V3
+        return wire.HARD_RESET_CLIENT_V2
+
     def is_answer(self, p: wire.Packet) -> bool:
         """A server hard reset addressed to our session."""
         return p.opcode in wire.SERVER_RESETS and p.remote_session_id in (None, self.session_id)

@@ -116,10 +116,16 @@ class TlsAuth:
 
 @dataclass(frozen=True)
 class TlsCrypt:
-    """tls-crypt keys; ``client=True`` sends with key 1 (OpenVPN's inverse direction)."""
+    """tls-crypt keys; ``client=True`` sends with key 1 (OpenVPN's inverse direction).
+
+    For tls-crypt-v2, ``key`` is the client key Kc and ``wkc`` the wrapped
+    client key that P_CONTROL_HARD_RESET_CLIENT_V3 carries after the
+    tls-crypt-protected packet (the server unwraps it to learn Kc).
+    """
 
     key: StaticKey
     client: bool = True
+    wkc: bytes | None = None
 
     def keys(self, sending: bool) -> tuple[bytes, bytes]:
         """(AES-256 key, HMAC-SHA256 key) for one direction."""
@@ -199,7 +205,12 @@ def build(p: Packet, wrap: Wrap = None) -> bytes:
         return head + mac + replay + body
     enc_key, mac_key = wrap.keys(sending=True)
     tag = hmac.new(mac_key, head + replay + body, "sha256").digest()
-    return head + replay + tag + _ctr(enc_key, tag[:16], body)
+    out = head + replay + tag + _ctr(enc_key, tag[:16], body)
+    if p.opcode == HARD_RESET_CLIENT_V3:
+        if not wrap.wkc:
+            raise OpenVPNWireError("P_CONTROL_HARD_RESET_CLIENT_V3 needs a tls-crypt-v2 wrapped client key")
+        out += wrap.wkc
+    return out
 
 
 def parse(data: bytes, wrap: Wrap = None) -> Packet:
@@ -268,6 +279,27 @@ def unframe_tcp(buf: bytes) -> tuple[list[bytes], bytes]:
 # --- client configuration (.ovpn subset) ---------------------------------
 
 _INLINE_RE = re.compile(r"<(tls-auth|tls-crypt|tls-crypt-v2|ca|cert|key)>(.*?)</\1>", re.S)
+_V2_RE = re.compile(r"-----BEGIN OpenVPN tls-crypt-v2 client key-----(.*?)-----END OpenVPN tls-crypt-v2 client key-----",
+                    re.S)
+
+
+def parse_tls_crypt_v2_client_key(text: str) -> tuple[StaticKey, bytes]:
+    """(Kc, WKc) from a tls-crypt-v2 client key: base64 of 256 key bytes then the wrapped key,
+    whose last 2 bytes are its own length."""
+    import base64
+    import binascii
+
+    m = _V2_RE.search(text)
+    if not m:
+        raise OpenVPNWireError("no 'OpenVPN tls-crypt-v2 client key' block")
+    try:
+        raw = base64.b64decode("".join(m.group(1).split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise OpenVPNWireError("tls-crypt-v2 client key is not base64") from None
+    wkc = raw[256:]
+    if len(wkc) < 2 or int.from_bytes(wkc[-2:], "big") != len(wkc):
+        raise OpenVPNWireError("tls-crypt-v2 client key: wrapped key length does not match")
+    return StaticKey(raw[:256]), wkc
 
 
 @dataclass
@@ -278,6 +310,7 @@ class ClientConfig:
     remote: tuple[str, int] | None = None
     tls_auth: str | None = None
     tls_crypt: str | None = None
+    tls_crypt_v2: str | None = None
     key_direction: int | None = None
     auth: str = "sha1"
     ca: str | None = None
@@ -290,8 +323,7 @@ def parse_ovpn(text: str) -> ClientConfig:
     """Parse an .ovpn-style config (inline blocks and file references)."""
     cfg = ClientConfig()
     for name, body in _INLINE_RE.findall(text):
-        if name != "tls-crypt-v2":  # tls-crypt-v2 client keys are not supported yet
-            setattr(cfg, name.replace("-", "_"), body.strip())
+        setattr(cfg, name.replace("-", "_"), body.strip())
     stripped = _INLINE_RE.sub("", text)
     for raw in stripped.splitlines():
         line = raw.split("#", 1)[0].split(";", 1)[0].strip()
@@ -313,7 +345,7 @@ def parse_ovpn(text: str) -> ClientConfig:
             if name not in DIGESTS:
                 raise OpenVPNWireError(f"unsupported auth digest {args[0]}")
             cfg.auth = DIGESTS[name]
-        elif d in ("tls-auth", "tls-crypt", "ca", "cert", "key") and args and args[0] != "[inline]":
+        elif d in ("tls-auth", "tls-crypt", "tls-crypt-v2", "ca", "cert", "key") and args and args[0] != "[inline]":
             cfg.files[d] = args[0]
             if d == "tls-auth" and len(args) > 1 and args[1] in ("0", "1"):
                 cfg.key_direction = int(args[1])

@@ -30,6 +30,14 @@ def pki(tmp_path_factory):
     p["ta"] = _key(d / "ta.key")
     p["tc"] = _key(d / "tc.key")
     p["other"] = _key(d / "other.key")
+    ovpn = need("openvpn")
+    for name in ("v2server", "v2other_server"):
+        subprocess.run([ovpn, "--genkey", "tls-crypt-v2-server", str(d / f"{name}.key")], check=True, capture_output=True)
+    for client, server in (("v2client", "v2server"), ("v2other", "v2other_server")):
+        subprocess.run([ovpn, "--tls-crypt-v2", str(d / f"{server}.key"), "--genkey", "tls-crypt-v2-client",
+                        str(d / f"{client}.key")], check=True, capture_output=True)
+        p[client] = d / f"{client}.key"
+    p["v2server"] = d / "v2server.key"
     return p
 
 
@@ -43,6 +51,8 @@ def _server(tmp: Path, pki: dict, ns: str, proto: str, wrap: str, port: int):
         lines += [f"tls-auth {pki['ta']} 0", "auth SHA256"]
     elif wrap == "tls-crypt":
         lines += [f"tls-crypt {pki['tc']}"]
+    elif wrap == "tls-crypt-v2":
+        lines += [f"tls-crypt-v2 {pki['v2server']}"]
     conf = tmp / f"server-{proto}-{wrap}.conf"
     conf.write_text("\n".join(lines) + "\n")
     log = tmp / f"server-{proto}-{wrap}.log"
@@ -50,7 +60,8 @@ def _server(tmp: Path, pki: dict, ns: str, proto: str, wrap: str, port: int):
 
 
 @pytest.mark.parametrize("proto,wrap", [("udp", "none"), ("tcp", "none"), ("udp", "tls-auth"),
-                                        ("tcp", "tls-auth"), ("udp", "tls-crypt"), ("tcp", "tls-crypt")])
+                                        ("tcp", "tls-auth"), ("udp", "tls-crypt"), ("tcp", "tls-crypt"),
+                                        ("udp", "tls-crypt-v2"), ("tcp", "tls-crypt-v2")])
 def test_openvpn_real_server(tmp_path, pki, proto, wrap):
     port = 21194
     client = tmp_path / "client.ovpn"
@@ -58,6 +69,8 @@ def test_openvpn_real_server(tmp_path, pki, proto, wrap):
         client.write_text(f"client\nauth SHA256\nkey-direction 1\n<tls-auth>\n{pki['ta'].read_text()}</tls-auth>\n")
     elif wrap == "tls-crypt":
         client.write_text(f"client\ntls-crypt {pki['tc']}\n")
+    elif wrap == "tls-crypt-v2":
+        client.write_text(f"client\n<tls-crypt-v2>\n{pki['v2client'].read_text()}</tls-crypt-v2>\n")
     else:
         client.write_text("client\n")
     with netns() as ns:
@@ -74,12 +87,17 @@ def test_openvpn_real_server(tmp_path, pki, proto, wrap):
             assert hs["parent_id"] == op(obs, "connect")["id"]
             if wrap != "none":
                 assert hs["authenticated"] is True
+            if wrap == "tls-crypt-v2":
+                assert hs["client_opcode"] == "P_CONTROL_HARD_RESET_CLIENT_V3"
             # a client with the wrong static key gets no answer at all (the server drops it silently)
             if wrap != "none":
                 bad = tmp_path / "bad.ovpn"
-                bad.write_text(client.read_text().replace(str(pki["tc"]), str(pki["other"]))
-                               if wrap == "tls-crypt" else
-                               f"client\nauth SHA256\nkey-direction 1\ntls-auth {pki['other']}\n")
+                if wrap == "tls-crypt":
+                    bad.write_text(client.read_text().replace(str(pki["tc"]), str(pki["other"])))
+                elif wrap == "tls-crypt-v2":  # a client key wrapped by another server's key
+                    bad.write_text(f"client\ntls-crypt-v2 {pki['v2other']}\n")
+                else:
+                    bad.write_text(f"client\nauth SHA256\nkey-direction 1\ntls-auth {pki['other']}\n")
                 obs = run_probe_in(ns, "openvpn", f"openvpn://127.0.0.1:{port}?proto={proto}", config=str(bad),
                                    timeout=2.0)
                 hs = op(obs, "openvpn_handshake")
@@ -93,11 +111,14 @@ def _client_tls(pki: dict, wrap: str, ca: Path | None = None) -> str:
         text += f"auth SHA256\nkey-direction 1\ntls-auth {pki['ta']}\n"
     elif wrap == "tls-crypt":
         text += f"tls-crypt {pki['tc']}\n"
+    elif wrap == "tls-crypt-v2":
+        text += f"tls-crypt-v2 {pki['v2client']}\n"
     return text + (f"<ca>\n{(ca or pki['ca']).read_text()}</ca>\n<cert>\n{pki['client_cert'].read_text()}</cert>\n"
                    f"<key>\n{pki['client_key'].read_text()}</key>\n")
 
 
-@pytest.mark.parametrize("proto,wrap", [("udp", "none"), ("tcp", "none"), ("udp", "tls-crypt"), ("tcp", "tls-auth")])
+@pytest.mark.parametrize("proto,wrap", [("udp", "none"), ("tcp", "none"), ("udp", "tls-crypt"), ("tcp", "tls-auth"),
+                                        ("udp", "tls-crypt-v2")])
 def test_openvpn_tls_over_control_channel(tmp_path, pki, proto, wrap):
     client = tmp_path / "client.ovpn"
     client.write_text(_client_tls(pki, wrap))

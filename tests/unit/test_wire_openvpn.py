@@ -122,3 +122,25 @@ def test_fuzz_valid_prefix_mutations():
                 w.parse(bytes(mutated))
             except w.OpenVPNWireError:
                 pass
+
+
+def _v2_key(wkc_len: int = 40, declared: int | None = None) -> str:
+    import base64
+
+    wkc = bytes(range(wkc_len - 2)) + (declared or wkc_len).to_bytes(2, "big")
+    body = base64.b64encode(bytes(range(256)) + wkc).decode()
+    return ("-----BEGIN OpenVPN tls-crypt-v2 client key-----\n" + "\n".join(body[i:i + 64] for i in range(0, len(body), 64))
+            + "\n-----END OpenVPN tls-crypt-v2 client key-----\n")
+
+
+def test_tls_crypt_v2_client_key_and_v3_reset():
+    kc, wkc = w.parse_tls_crypt_v2_client_key(_v2_key())
+    assert kc.data == bytes(range(256)) and len(wkc) == 40 and wkc[-2:] == b"\x00\x28"
+    wrap = w.TlsCrypt(kc, client=True, wkc=wkc)
+    raw = w.build(w.Packet(w.HARD_RESET_CLIENT_V3, 0, SID, packet_id=0, replay_packet_id=1, net_time=1), wrap)
+    # opcode 10 << 3 = 0x50; a tls-crypt packet, then the wrapped client key in the clear
+    assert raw[0] == 0x50 and raw.endswith(wkc) and len(raw) == 9 + 8 + 32 + 5 + 40
+    got = w.parse(raw[:-40], w.TlsCrypt(kc, client=False))
+    assert got.opcode_name == "P_CONTROL_HARD_RESET_CLIENT_V3" and got.authenticated
+    with pytest.raises(w.OpenVPNWireError, match="length"):
+        w.parse_tls_crypt_v2_client_key(_v2_key(40, declared=41))
