@@ -41,7 +41,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509 import verification as xv
 
-from censorscope.probes import tcp
+from censorscope.probes import dns, tcp
 from censorscope.probes.failures import (
     SSL_INVALID_CERTIFICATE,
     SSL_INVALID_HOSTNAME,
@@ -281,11 +281,12 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     """Connect to ``target`` (IP:PORT), handshake, record, close."""
     ip, port = tcp.parse_endpoint(target)
     tcp.check_timeout(options.timeout)
+    sni = dns.normalize_name(options.sni) if options.sni else None  # IDNA, as sent on the wire
     rec = Recorder(net.clock)
     conn, streams = await tcp.connect(net, rec, ip, port, timeout=options.timeout)
     if streams is not None:
-        await handshake(net, rec, streams, address=format_host_port(ip, port), server_name=options.sni,
-                        verify_name=options.sni or ip, alpn=options.alpn, timeout=options.timeout,
+        await handshake(net, rec, streams, address=format_host_port(ip, port), server_name=sni,
+                        verify_name=sni or ip, alpn=options.alpn, timeout=options.timeout,
                         parent_id=conn.id)
         await tcp.close(streams)
     return rec.observations

@@ -127,6 +127,8 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     tcp.check_timeout(options.http_timeout, "--http-timeout")
     parts = urlsplit(url)
     host = parts.hostname or ""
+    if not _is_ip(host):
+        host = dns.normalize_name(host)  # IDNA: what DNS, SNI and certificates carry
     https = parts.scheme == "https"
     port = parts.port or (443 if https else 80)
     rec = Recorder(net.clock)

@@ -162,3 +162,9 @@ def test_hostname_matches(names, host, ok):
 def test_verify_chain_edge_cases(pki):
     assert tls.verify_chain([], TEST_NAME, pki.ca)["failure"] == "ssl_invalid_certificate"
     assert tls.verify_chain([b"junk"], TEST_NAME, pki.ca)["failure"] == "ssl_invalid_certificate"
+
+
+def test_idn_sni_is_sent_as_idna(net, https_site):
+    hs = handshake_of(https_site.server.address, net, sni="тест.censorscope.test")
+    assert hs["server_name"] == "xn--e1aybc.censorscope.test" and https_site.sni == ["xn--e1aybc.censorscope.test"]
+    assert hs["verification"]["failure"] == "ssl_invalid_hostname"  # the test leaf is not for that name
