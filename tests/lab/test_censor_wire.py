@@ -126,11 +126,12 @@ def server_events(trio, sport: int) -> list[dict]:
 # --- client-side operations (run inside the client namespace) -------------------------------
 
 
-def dns_exchange(server: str, name: str, hold: float = 1.0) -> list[tuple[float, int, list[str]]]:
-    """Send one query and keep every response for ``hold`` s: (arrival, IP TTL, addresses)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
-    q = dns.message.make_query(name, "A")
+def dns_exchange(server: str, name: str, hold: float = 1.0, qtype: str = "A") -> list[tuple[float, int, list[str]]]:
+    """Send one query and keep every response for ``hold`` s: (arrival, IP TTL (v4 only), addresses)."""
+    s = socket.socket(socket.AF_INET6 if ":" in server else socket.AF_INET, socket.SOCK_DGRAM)
+    if ":" not in server:
+        s.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+    q = dns.message.make_query(name, qtype)
     s.sendto(q.to_wire(), (server, 53))
     out = []
     deadline = time.monotonic() + hold
@@ -228,6 +229,18 @@ def test_rst_injection_resets_both_ends_and_request_never_arrives(trio, censor):
     assert rec["flow"]["sport"] == sport and rec["value"] == "/falun"
     sport, outcome, data = run_in_netns(trio.client, lambda: http_request(SERVER, 80, "/fine"))
     assert outcome == "ok" and data.endswith(b"real content\n")
+
+
+def test_ipv6_dns_injection_and_rst(trio, censor):
+    censor({"behaviours": [{"behaviour": "dns_injection", "names": ["blocked.example"]},
+                           {"behaviour": "rst_injection", "http_keywords": ["falun"]}]})
+    got = run_in_netns(trio.client, lambda: dns_exchange(A.SERVER_V6, "blocked.example", hold=0.5, qtype="AAAA"))
+    assert len(got) == 1 and got[0][2][0] in A.FORGED_POOL_V6
+    sport, outcome, _ = run_in_netns(trio.client, lambda: http_request(A.SERVER_V6, 80, "/falun"))
+    assert outcome == "reset"
+    _wait(lambda: server_events(trio, sport), 10, "server saw nothing")
+    assert server_events(trio, sport)[0]["event"] == "reset"
+    assert run_in_netns(trio.client, lambda: http_request(A.SERVER_V6, 80, "/fine"))[1] == "ok"
 
 
 def test_rst_injection_on_sni(trio, censor):

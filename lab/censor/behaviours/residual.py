@@ -29,6 +29,9 @@ from .base import (
     check_probability,
 )
 
+MAX_CONNS = 65536
+FORGET_AFTER = 600.0  # seconds after its end a window is forgotten without logging its expiry
+
 
 @dataclass(frozen=True, kw_only=True)
 class Params(FingerprintParams):
@@ -64,6 +67,9 @@ class Residual(Behaviour):
 
     def on_trigger(self, client: str, server: str, port: int, reason: str, now: float) -> list[Action]:
         """Open (or restart) the window for the triple."""
+        self.until = {k: end for k, end in self.until.items() if end > now - FORGET_AFTER}  # long over
+        if len(self.conns) > MAX_CONNS:
+            self.conns.clear()
         fresh = self.until.get((client, server, port), 0.0) <= now
         self.until[(client, server, port)] = now + self.params.duration
         return [Log("residual_start" if fresh else "residual_restart",
