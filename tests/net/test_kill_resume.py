@@ -113,5 +113,8 @@ def test_kill_9_then_resume(tmp_path, http_server):
     expected = {("http", f"http://127.0.0.1:{http_server}/{i}", rep) for i in range(N_TARGETS) for rep in range(REPEAT)}
     assert set(keys) == expected
     assert max(keys.values()) == 1  # exactly once
-    assert all(m["run_id"] == run_id and m["observations"][0]["failure"] is None for m in records)
+    assert {m["run_id"] for m in records} == {run_id}
+    bad = [(m["input"], m["annotations"], m["observations"]) for m in records
+           if not m["observations"] or m["observations"][0]["failure"] is not None]
+    assert bad == []
     assert json.loads((out / f"{run_id}.meta.json").read_text())["status"] == "complete"
