@@ -14,10 +14,12 @@ from censorscope.probes.net import Net, split_host_port
 from censorscope.probes.observation import Observation
 from censorscope.probes.vpn_common import (
     close_writer,
+    config_param,
     load_config,
     new_recorder,
     parse_target,
     protocol_failure,
+    scheme_target,
     tcp_connect,
 )
 from censorscope.probes.wire import socks as wire
@@ -41,7 +43,7 @@ class Options:
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     """CONNECT through the proxy; records ``connect`` and ``proxy_connect``."""
     t = parse_target(target, "httpconnect", 8080)
-    cfg = load_config(options.config)
+    cfg = load_config(config_param(target) or options.config)
     dest = t.params.get("dest") or options.dest or cfg.get("dest")
     if not dest:
         raise InvalidTarget("httpconnect needs a destination: ?dest=HOST:PORT or --dest")
@@ -80,3 +82,8 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     finally:
         await close_writer(writer)
     return rec.observations
+
+
+def target_from_url(url: str) -> str | None:
+    """A campaign list entry ``httpconnect://...`` is a target; website URLs are not."""
+    return scheme_target(url, NAME)

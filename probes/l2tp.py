@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from censorscope.probes.net import Net
 from censorscope.probes.observation import Observation
 from censorscope.probes.vpn_common import (
+    config_param,
     load_config,
     new_recorder,
     parse_target,
     protocol_failure,
+    scheme_target,
     udp_exchange,
     udp_open,
 )
@@ -49,7 +51,7 @@ def _is_answer(data: bytes) -> bool:
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     """SCCRQ -> SCCRP (+ StopCCN); records ``connect`` and ``l2tp_control``."""
     t = parse_target(target, "l2tp", 1701)
-    cfg = load_config(options.config)
+    cfg = load_config(config_param(target) or options.config)
     timeout = float(cfg.get("timeout", options.timeout))
     hold = float(cfg.get("hold", options.hold))
     rec = new_recorder(net)
@@ -103,3 +105,8 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     finally:
         sock.close()
     return rec.observations
+
+
+def target_from_url(url: str) -> str | None:
+    """A campaign list entry ``l2tp://...`` is a target; website URLs are not."""
+    return scheme_target(url, NAME)

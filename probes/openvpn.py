@@ -36,10 +36,12 @@ from censorscope.probes.openvpn_tls import ControlChannel, Session
 from censorscope.probes.vpn_common import (
     Target,
     close_writer,
+    config_param,
     load_config,
     new_recorder,
     parse_target,
     protocol_failure,
+    scheme_target,
     tcp_connect,
     udp_exchange,
     udp_open,
@@ -390,7 +392,7 @@ async def _tcp_tls(rec: Recorder, reader: asyncio.StreamReader, writer: asyncio.
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     """Hard reset -> server hard reset; records ``connect`` and ``openvpn_handshake``."""
     t = parse_target(target, "openvpn", 1194)
-    cfg = load_config(options.config)
+    cfg = load_config(config_param(target) or options.config)
     cfg_proto, wrap = client_settings(cfg)
     ctx = tls_context(cfg)
     proto = t.params.get("proto") or options.proto or cfg_proto or "udp"
@@ -411,3 +413,8 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     else:
         await _tcp(rec, net, t, sess, timeout, hold, wrap_name, ctx)
     return rec.observations
+
+
+def target_from_url(url: str) -> str | None:
+    """A campaign list entry ``openvpn://...`` is a target; website URLs are not."""
+    return scheme_target(url, NAME)

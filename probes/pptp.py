@@ -14,11 +14,13 @@ from censorscope.probes.net import Net
 from censorscope.probes.observation import Observation
 from censorscope.probes.vpn_common import (
     close_writer,
+    config_param,
     load_config,
     new_recorder,
     parse_target,
     protocol_failure,
     read_exact,
+    scheme_target,
     tcp_connect,
 )
 from censorscope.probes.wire import pptp as wire
@@ -40,7 +42,7 @@ class Options:
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     """SCCRQ -> SCCRP; records ``connect`` and ``pptp_control``."""
     t = parse_target(target, "pptp", 1723)
-    cfg = load_config(options.config)
+    cfg = load_config(config_param(target) or options.config)
     timeout = float(cfg.get("timeout", options.timeout))
     rec = new_recorder(net)
     reader, writer, conn = await tcp_connect(rec, net, t, timeout)
@@ -74,3 +76,8 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     finally:
         await close_writer(writer)
     return rec.observations
+
+
+def target_from_url(url: str) -> str | None:
+    """A campaign list entry ``pptp://...`` is a target; website URLs are not."""
+    return scheme_target(url, NAME)

@@ -27,7 +27,7 @@ from censorscope.probes.failures import (
 )
 from censorscope.probes.net import Net
 from censorscope.probes.observation import Observation
-from censorscope.probes.vpn_common import load_config, new_recorder, parse_target
+from censorscope.probes.vpn_common import config_param, load_config, new_recorder, parse_target, scheme_target
 
 NAME = "quic"
 VERSION = "0.1.0"
@@ -117,7 +117,7 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     from aioquic.quic.configuration import QuicConfiguration
 
     t = parse_target(target, "quic", 443)
-    cfg = load_config(options.config)
+    cfg = load_config(config_param(target) or options.config)
     sni = t.params.get("sni") or cfg.get("sni") or options.sni
     alpn = list(cfg.get("alpn", options.alpn))
     timeout = float(cfg.get("timeout", options.timeout))
@@ -156,3 +156,8 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     except Exception as exc:  # noqa: BLE001 - every failure is data
         step.fail(exc)
     return rec.observations
+
+
+def target_from_url(url: str) -> str | None:
+    """A campaign list entry ``quic://...`` is a target; website URLs are not."""
+    return scheme_target(url, NAME)

@@ -14,11 +14,13 @@ from censorscope.probes.net import Net, split_host_port
 from censorscope.probes.observation import Observation
 from censorscope.probes.vpn_common import (
     close_writer,
+    config_param,
     load_config,
     new_recorder,
     parse_target,
     protocol_failure,
     read_exact,
+    scheme_target,
     tcp_connect,
 )
 from censorscope.probes.wire import socks as wire
@@ -43,7 +45,7 @@ class Options:
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     """Greeting + CONNECT; records ``connect`` and ``proxy_connect``."""
     t = parse_target(target, "socks", 1080)
-    cfg = load_config(options.config)
+    cfg = load_config(config_param(target) or options.config)
     dest = t.params.get("dest") or options.dest or cfg.get("dest")
     if not dest:
         raise InvalidTarget("socks needs a destination: ?dest=HOST:PORT or --dest")
@@ -96,3 +98,8 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     finally:
         await close_writer(writer)
     return rec.observations
+
+
+def target_from_url(url: str) -> str | None:
+    """A campaign list entry ``socks://...`` is a target; website URLs are not."""
+    return scheme_target(url, NAME)

@@ -17,11 +17,13 @@ from censorscope.probes.observation import Observation
 from censorscope.probes.quic import cert_summary, verify_chain
 from censorscope.probes.vpn_common import (
     close_writer,
+    config_param,
     load_config,
     new_recorder,
     parse_target,
     protocol_failure,
     read_exact,
+    scheme_target,
     tcp_connect,
 )
 from censorscope.probes.wire import socks as http_wire
@@ -47,7 +49,7 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     from cryptography import x509
 
     t = parse_target(target, "sstp", 443)
-    cfg = load_config(options.config)
+    cfg = load_config(config_param(target) or options.config)
     sni = t.params.get("sni") or cfg.get("sni") or options.sni
     timeout = float(cfg.get("timeout", options.timeout))
     rec = new_recorder(net)
@@ -98,3 +100,8 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     finally:
         await close_writer(writer)
     return rec.observations
+
+
+def target_from_url(url: str) -> str | None:
+    """A campaign list entry ``sstp://...`` is a target; website URLs are not."""
+    return scheme_target(url, NAME)

@@ -28,11 +28,13 @@ from censorscope.probes.observation import Observation, Recorder
 from censorscope.probes.vpn_common import (
     Target,
     close_writer,
+    config_param,
     load_config,
     new_recorder,
     parse_target,
     protocol_failure,
     read_exact,
+    scheme_target,
     tcp_connect,
 )
 from censorscope.probes.wire import socks as socks_wire
@@ -239,7 +241,7 @@ async def _obfs4(rec: Recorder, net: Net, bridge: wire.BridgeLine, binary: str, 
 
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     """OR-port handshake (direct or obfs4), optional directory fetch."""
-    cfg = load_config(options.config)
+    cfg = load_config(config_param(target) or options.config)
     line = cfg.get("bridge", options.bridge)
     timeout = float(cfg.get("timeout", options.timeout))
     rec = new_recorder(net)
@@ -272,3 +274,7 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
         await _directory(rec, net, t.host, dirport, timeout)
     return rec.observations
 
+
+def target_from_url(url: str) -> str | None:
+    """A campaign list entry ``tor://...`` is a target; website URLs are not."""
+    return scheme_target(url, NAME)

@@ -218,3 +218,20 @@ def protocol_failure(detail: str) -> str:
 def new_recorder(net: Net) -> Recorder:
     """A recorder on the net's clock."""
     return Recorder(net.clock)
+
+
+def config_param(target: str) -> str | None:
+    """The ``config`` query parameter of a URL-form target (a per-target config file), if any."""
+    if "://" not in target:
+        return None
+    for pair in urlsplit(target.strip()).query.split("&"):
+        k, _, v = pair.partition("=")
+        if unquote(k) == "config" and v:
+            return unquote(v)
+    return None
+
+
+def scheme_target(url: str, scheme: str) -> str | None:
+    """``target_from_url`` of the VPN probes: a list entry ``scheme://...`` is the target itself;
+    anything else (a website URL) is not for this probe."""
+    return url.strip() if url.strip().lower().startswith(f"{scheme}://") else None

@@ -28,10 +28,12 @@ from censorscope.probes.errors import ConfigError
 from censorscope.probes.net import Net
 from censorscope.probes.observation import Observation
 from censorscope.probes.vpn_common import (
+    config_param,
     load_config,
     new_recorder,
     parse_target,
     protocol_failure,
+    scheme_target,
     udp_exchange,
     udp_open,
 )
@@ -82,7 +84,7 @@ def _key(value: object, what: str) -> bytes | None:
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     """Initiation -> response; records ``connect`` and ``wireguard_handshake``."""
     t = parse_target(target, "wireguard", 51820)
-    cfg = load_config(options.config)
+    cfg = load_config(config_param(target) or options.config)
     if "text" in cfg:
         cfg = {**cfg, **_wg_quick(cfg["text"])}
     server_pub = _key(t.params.get("pubkey") or options.pubkey or cfg.get("public_key"), "server public key")
@@ -158,3 +160,8 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     finally:
         sock.close()
     return rec.observations
+
+
+def target_from_url(url: str) -> str | None:
+    """A campaign list entry ``wireguard://...`` is a target; website URLs are not."""
+    return scheme_target(url, NAME)

@@ -33,3 +33,23 @@ def test_json_run_and_bad_target():
     assert m["observations"][1]["failure"] == "connection_refused"
     res = CliRunner().invoke(main, ["probe", "ssh", "ssh://example.org:22"])
     assert res.exit_code == 2 and "takes an IP address" in res.output
+
+
+@pytest.mark.parametrize("name", VPN_PROBES)
+def test_target_from_url(name):
+    from censorscope.probes import registry
+
+    module = registry.load(name)
+    assert module.target_from_url(f"{name}://127.0.0.1:1?x=1") == f"{name}://127.0.0.1:1?x=1"
+    assert module.target_from_url("https://example.org/") is None
+
+
+@pytest.mark.net
+def test_per_target_config_parameter(tmp_path):
+    from vpn_support import op, run_probe
+
+    cfg = tmp_path / "proxy.toml"
+    cfg.write_text('dest = "127.0.0.1:9"\ntimeout = 2.0\n')
+    port = free_port()
+    obs = run_probe("socks", f"socks://127.0.0.1:{port}?config={cfg}")  # dest only in the per-target config
+    assert op(obs, "connect")["failure"] == "connection_refused"
