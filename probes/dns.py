@@ -1,7 +1,7 @@
 """Probe ``dns``: send one DNS query and record everything that comes back.
 
 Transports: ``udp`` (our own receive loop, see below), ``tcp``, ``dot`` (TLS
-to port 853, trusting ``Net.tls_context``'s anchors) and ``doh`` (RFC 8484
+to port 853 with ALPN ``dot``, trusting ``Net.tls_context``'s anchors) and ``doh`` (RFC 8484
 over httpx, a fresh client per query, so no connection is reused across
 measurements).
 
@@ -67,6 +67,7 @@ _MSG_ERRQUEUE = 0x2000
 _EE = struct.Struct("=IBBBBII")  # struct sock_extended_err
 _EE_ORIGIN_ICMP, _EE_ORIGIN_ICMP6 = 2, 3
 _RECV_SIZE = 65535
+_ADDRESS_TYPES = frozenset(("A", "AAAA"))
 _ANC_SIZE = 256
 
 
@@ -178,11 +179,16 @@ def response_record(
         }
     answers = msg.answers
     rname = msg.qname
+    if len(answers) == 1 and answers[0]["type"] in _ADDRESS_TYPES:
+        addresses = [answers[0]["data"]]
+    else:
+        addresses = [a["data"] for a in answers if a["type"] in _ADDRESS_TYPES]
     return {
-        "t": round(t, 6), "source": source, "query_id": msg.id, "rcode": dnswire.rcode_text(msg.rcode), "flags": dnswire.flags_text(msg.flags), "ip_ttl": ip_ttl, "answers": answers,
-        "addresses": [a["data"] for a in answers if a["type"] == "A" or a["type"] == "AAAA"],
-        "size": msg.size, "id_mismatch": msg.id != qid,
-        "question_mismatch": msg.qtype != qtype or (rname is not qname and (rname is None or rname.lower() != qname.lower())),
+        "t": round(t, 6), "source": source, "query_id": msg.id, "rcode": dnswire.rcode_text(msg.rcode),
+        "flags": dnswire.flags_text(msg.flags), "ip_ttl": ip_ttl, "answers": answers,
+        "addresses": addresses, "size": msg.size, "id_mismatch": msg.id != qid,
+        "question_mismatch": msg.qtype != qtype or (
+            rname is not qname and (rname is None or rname.lower() != qname.lower())),
         "parse_error": None, "raw_b64": None,
     }
 
@@ -190,11 +196,14 @@ def response_record(
 def outcome(responses: list[dict[str, Any]], icmp_errors: list[dict[str, Any]], qtype: str) -> tuple[str | None, list[str]]:
     """(failure, addresses) of a query from what came back (rules in the module docstring)."""
     for r in responses:
-        if r["parse_error"] is None and not r["id_mismatch"] and not r["question_mismatch"]:
-            failure = failures.classify_rcode(dnswire.rcode_code(r["rcode"]))
-            if failure is None and not any(a["type"] == qtype for a in r["answers"]):
-                failure = failures.DNS_NO_ANSWER
-            return failure, list(r["addresses"])
+        if r["parse_error"] is None and r["id_mismatch"] is False and r["question_mismatch"] is False:
+            rcode = r["rcode"]
+            if rcode != "NOERROR":
+                return failures.classify_rcode(dnswire.rcode_code(rcode)), list(r["addresses"])
+            for a in r["answers"]:
+                if a["type"] == qtype:
+                    return None, list(r["addresses"])
+            return failures.DNS_NO_ANSWER, list(r["addresses"])
     if responses:
         return failures.DNS_SERVER_MISBEHAVING, []
     if icmp_errors:
@@ -319,7 +328,7 @@ async def _stream(
             reader, writer = await net.open_tcp(host, port, timeout=timeout)
             if tls:
                 state["step"] = "tls_handshake"
-                await net.start_tls(writer, net.tls_context(), host, timeout=timeout)
+                await net.start_tls(writer, net.tls_context(alpn=["dot"]), host, timeout=timeout)
                 ssl_obj = writer.get_extra_info("ssl_object")
                 state["extra"]["tls_version"] = ssl_obj.version() if ssl_obj is not None else None
             state["step"] = "send"
@@ -351,7 +360,8 @@ async def _doh(
 
     headers = {"accept": DOH_CONTENT_TYPE}
     state["step"] = "http_round_trip"
-    async with httpx.AsyncClient(verify=net.tls_context(), timeout=timeout, trust_env=False) as client:
+    # httpx sets the same ALPN on the context it is given
+    async with httpx.AsyncClient(verify=net.tls_context(alpn=["http/1.1"]), timeout=timeout, trust_env=False) as client:
         if method == "GET":
             dns_param = base64.urlsafe_b64encode(wire).rstrip(b"=").decode("ascii")
             request = client.build_request("GET", url, params={"dns": dns_param}, headers=headers)
