@@ -124,8 +124,10 @@ def test_tor_refused_and_not_tor():
 
     def serve() -> None:
         c, _ = srv.accept()
-        c.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
-        c.recv(1000)
+        c.recv(4096)  # the ClientHello; answer it with plain HTTP, as a non-TLS server would
+        c.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+        while c.recv(1000):  # hold the connection until the client gives up, so only the bytes decide
+            pass
         c.close()
 
     threading.Thread(target=serve, daemon=True).start()
