@@ -1,10 +1,11 @@
-"""Interim test servers for the censor's wire tests (run inside the server namespace).
+"""Test servers for the censor's wire tests (run inside the server namespace).
 
 A UDP DNS server answering every A query with 203.0.113.80, plain TCP servers
 (80, 8080) answering one HTTP request, and a TLS server (443) that sends
 ``/bytes/N`` bytes; each connection's fate (data, eof, reset) is appended to
-an event log so tests can see what the *server* experienced. Replaced by the
-lab helper's servers once tests/lab/conftest.py provides them.
+an event log so tests can see what the *server* experienced. They run in the lab's
+server namespace on addresses of their own, beside the lab's real servers
+(which do not report what each connection experienced).
 """
 
 from __future__ import annotations
@@ -100,14 +101,14 @@ def _tcp(addr: str, port: int, log: Path, tls: ssl.SSLContext | None) -> None:
 
 
 def main() -> None:
-    """``python test_censor_servers.py DIR``: serve until killed; writes DIR/events.jsonl, DIR/up."""
-    d = Path(sys.argv[1])
+    """``python test_censor_servers.py DIR V4 V6``: serve on V4/V6 until killed; writes DIR/events.jsonl, DIR/up."""
+    d, v4, v6 = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
     log = d / "events.jsonl"
     cert, key = self_signed(d)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
-    threads = [threading.Thread(target=_dns, args=("203.0.113.2",), daemon=True)]
-    for addr in ("0.0.0.0", "::"):
+    threads = [threading.Thread(target=_dns, args=(v4,), daemon=True)]
+    for addr in (v4, v6):
         threads += [threading.Thread(target=_tcp, args=(addr, p, log, None), daemon=True) for p in (80, 8080)]
         threads.append(threading.Thread(target=_tcp, args=(addr, 443, log, ctx), daemon=True))
     for t in threads:

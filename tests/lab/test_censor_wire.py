@@ -1,20 +1,22 @@
-"""The censor on the wire: a client, the censor and a server in network namespaces.
+"""The censor on the wire, in the lab (tests/lab/conftest.py's shared ``lab_session``).
 
-Every test starts its own censor process (``python -m censorscope.lab.censor``)
-in the censor namespace and measures from the client namespace with plain
-sockets; what the server experienced comes from the test servers' event log.
-No test asserts an absolute time: timing checks are lower bounds or ratios.
+Each test switches the lab to a scenario made of the baseline sites plus the
+censor behaviours under test (``use_scenario``: the running censor reloads on
+SIGHUP), measures from the client namespace with plain sockets, and learns what
+the server experienced from small test servers (``test_censor_servers.py``)
+that run in the server namespace on addresses of their own. No test asserts an
+absolute time: timing checks are lower bounds or ratios.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import os
 import signal
 import socket
 import ssl
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,33 +24,20 @@ from pathlib import Path
 import dns.message
 import pytest
 from cryptography import x509
-from test_censor_netns import Trio, run_in_netns
 
 from censorscope.lab import addressing as A
+from censorscope.lab import scenario as scenario_mod
 from censorscope.lab.censor.ca import CA_NAME
 
 pytestmark = pytest.mark.lab
 
 HERE = Path(__file__).parent
-SERVER = A.SERVER_V4
 IP_RECVTTL, IP_TTL = 12, 2  # linux/in.h (not exported by the socket module)
-
-
-@pytest.fixture(scope="module")
-def trio(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.fail("lab tests need root (network namespaces)")
-    t = Trio()
-    try:
-        t.up()
-        d = tmp_path_factory.mktemp("servers")
-        t.spawn(t.server, sys.executable, str(HERE / "test_censor_servers.py"), str(d),
-                stdout=subprocess.DEVNULL, stderr=(d / "err").open("w"))
-        _wait(lambda: (d / "up").exists(), 30, "test servers did not start: " + _read(d / "err"))
-        t.events = d / "events.jsonl"  # type: ignore[attr-defined]
-        yield t
-    finally:
-        t.down()
+# Addresses of the test servers and of blocked-but-hosted destinations: on the server's
+# eth0, unused by the address plan and the shipped scenarios.
+SERVER, SERVER6 = "203.0.113.241", "2001:db8:3::241"
+BLACKHOLED, REJECTED = "203.0.113.242", "203.0.113.243"
+SERVERS_KEY = "censor-test-servers"
 
 
 def _read(p: Path) -> str:
@@ -64,63 +53,76 @@ def _wait(cond, timeout: float, what: str) -> None:
     raise AssertionError(what)
 
 
-class Censor:
-    """One censor process with its config, ready file and action log."""
+@dataclasses.dataclass
+class Wire:
+    """The shared lab plus this module's test servers."""
 
-    def __init__(self, trio: Trio, directory: Path, config: dict) -> None:
-        self.trio, self.dir = trio, directory
-        self.conf = directory / "censor.json"
-        self.log = directory / "actions.jsonl"
-        self.ready = Path(str(self.conf) + ".ready")
-        self.write(config)
-        self.proc = trio.spawn(trio.censor, sys.executable, "-m", "censorscope.lab.censor", "--config",
-                               str(self.conf), stdout=subprocess.DEVNULL, stderr=(directory / "err").open("w"))
-        self.wait_generation(1)
+    lab: object
+    events: Path
 
-    def write(self, config: dict) -> None:
-        self.conf.write_text(json.dumps({"log": str(self.log), "state_dir": str(self.dir / "state"), **config}))
+    def client(self, fn, *args):
+        return self.lab.topo.call_in("client", fn, *args)
 
-    def generation(self) -> int:
-        try:
-            return json.loads(self.ready.read_text())["generation"]
-        except (OSError, ValueError):
-            return 0
+    def ns_run(self, role: str, *argv: str) -> str:
+        return self.lab.topo.run(role, list(argv), check=False).stdout
 
-    def wait_generation(self, n: int) -> None:
-        def ok() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"censor exited with {self.proc.returncode}: {_read(self.dir / 'err')}")
-            return self.generation() >= n
-        _wait(ok, 60, f"censor never reached generation {n}")
+    def server_events(self, sport: int) -> list[dict]:
+        return [e for e in (json.loads(x) for x in _read(self.events).splitlines() if x) if e.get("sport") == sport]
+
+
+@pytest.fixture(scope="module")
+def wire(lab_session, tmp_path_factory):
+    lab = lab_session
+    d = tmp_path_factory.mktemp("censor-wire")
+    addrs = [f"{a}/32" for a in (SERVER, BLACKHOLED, REJECTED)] + [f"{SERVER6}/128"]
+    for a in addrs:
+        lab.topo.run("server", ["ip", "addr", "add", a, "dev", "eth0", *(["nodad"] if ":" in a else [])])
+    try:
+        lab.topo.spawn(SERVERS_KEY, "server", [sys.executable, str(HERE / "test_censor_servers.py"), str(d),
+                                               SERVER, SERVER6], log=d / "out")
+        _wait(lambda: (d / "up").exists(), 30, "test servers did not start: " + _read(d / "out"))
+        yield Wire(lab, d / "events.jsonl")
+    finally:
+        lab.topo.stop(SERVERS_KEY)
+        for a in addrs:
+            lab.topo.run("server", ["ip", "addr", "del", a, "dev", "eth0"], check=False)
+
+
+class CensorView:
+    """The lab's censor as configured by one test: its action log from this test on."""
+
+    def __init__(self, lab) -> None:
+        self.lab = lab
+        self.log = lab.censor_dir / "actions.jsonl"
+        self.offset = self.log.stat().st_size if self.log.exists() else 0
+
+    @property
+    def ca_file(self) -> Path:
+        return self.lab.censor_dir / "state" / "censor-ca" / "ca.pem"
 
     def records(self, action: str | None = None) -> list[dict]:
-        recs = [json.loads(line) for line in _read(self.log).splitlines() if line.strip()]
+        with self.log.open("rb") as f:
+            f.seek(self.offset)
+            recs = [json.loads(x) for x in f.read().decode().splitlines() if x.strip()]
         return [r for r in recs if action is None or r["action"] == action]
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(30)
 
 
 @pytest.fixture
-def censor(trio, tmp_path):
-    running: list[Censor] = []
+def censor(wire, use_scenario):
+    views: list[CensorView] = []
+    base = scenario_mod.load("baseline")
 
-    def start(config: dict) -> Censor:
-        c = Censor(trio, tmp_path, config)
-        running.append(c)
-        return c
+    def start(behaviours: list[dict]) -> CensorView:
+        view = CensorView(wire.lab)
+        sc = dataclasses.replace(base, name="censor-wire", censor=tuple(behaviours), truth=())
+        use_scenario(sc, fresh=True)  # fresh: clears censor state (residual windows) between tests
+        views.append(view)
+        return view
 
     yield start
-    for c in running:
-        if c.proc.poll() is None:
-            c.stop()
-        errors = c.records("error")
+    for v in views:
+        errors = v.records("error")
         assert not errors, f"censor logged errors: {errors}"
-
-
-def server_events(trio, sport: int) -> list[dict]:
-    return [e for e in (json.loads(x) for x in _read(trio.events).splitlines() if x) if e.get("sport") == sport]
 
 
 # --- client-side operations (run inside the client namespace) -------------------------------
@@ -156,7 +158,7 @@ def http_request(addr: str, port: int, path: str = "/", host: str = "www.example
     try:
         s.connect((addr, port))
         sport = s.getsockname()[1]
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
         while chunk := s.recv(65536):
             data += chunk
         return sport, "ok", data
@@ -193,184 +195,164 @@ def tls_fetch(addr: str, sni: str, path: str = "/", timeout: float = 30.0):
 # --- tests ----------------------------------------------------------------------------------
 
 
-def test_forged_dns_answer_arrives_before_the_real_one(trio, censor):
-    c = censor({"behaviours": [{"behaviour": "dns_injection", "names": ["blocked.example"],
-                                "injectors": [{"ttl": 37}, {"ttl": "copy"}]}]})
-    got = run_in_netns(trio.client, lambda: dns_exchange(SERVER, "www.blocked.example"))
+def test_forged_dns_answer_arrives_before_the_real_one(wire, censor):
+    c = censor([{"behaviour": "dns_injection", "names": ["blocked.example"],
+                 "injectors": [{"ttl": 37}, {"ttl": "copy"}]}])
+    got = wire.client(lambda: dns_exchange(SERVER, "www.blocked.example"))
     assert len(got) == 3, got
     forged, real = got[:2], got[2]
     assert all(set(a) <= set(A.FORGED_POOL_V4) and a for _, _, a in forged)
     assert real[2] == ["203.0.113.80"]  # the real answer still arrives, after the forged ones
     # injector fingerprints; "copy" = the TTL the query had at the censor (after its forwarding decrement)
     assert forged[0][1] == 37 and forged[1][1] == 63
-    assert real[1] == 63  # the real answer was routed through the censor
+    assert real[1] < 63  # the real server is further away than the censor
     (rec,) = c.records("dns_inject")
     assert rec["flow"]["dst"] == SERVER and rec["qname"] == "www.blocked.example"
     # an unlisted name gets only the real answer
-    other = run_in_netns(trio.client, lambda: dns_exchange(SERVER, "fine.example"))
+    other = wire.client(lambda: dns_exchange(SERVER, "fine.example"))
     assert [a for _, _, a in other] == [["203.0.113.80"]]
 
 
-def test_query_to_address_without_dns_server_is_answered_by_injector(trio, censor):
-    censor({"behaviours": [{"behaviour": "dns_injection", "names": ["blocked.example"]}]})
-    got = run_in_netns(trio.client, lambda: dns_exchange(A.NO_DNS_V4, "blocked.example"))
+def test_query_to_address_without_dns_server_is_answered_by_injector(wire, censor):
+    censor([{"behaviour": "dns_injection", "names": ["blocked.example"]}])
+    got = wire.client(lambda: dns_exchange(A.NO_DNS_V4, "blocked.example"))
     assert len(got) == 1 and got[0][2][0] in A.FORGED_POOL_V4
-    assert run_in_netns(trio.client, lambda: dns_exchange(A.NO_DNS_V4, "fine.example", hold=0.5)) == []
+    assert wire.client(lambda: dns_exchange(A.NO_DNS_V4, "fine.example", hold=0.5)) == []
 
 
-def test_rst_injection_resets_both_ends_and_request_never_arrives(trio, censor):
-    c = censor({"behaviours": [{"behaviour": "rst_injection", "http_keywords": ["falun"]}]})
-    sport, outcome, _ = run_in_netns(trio.client, lambda: http_request(SERVER, 80, "/%66alun"))
+def test_rst_injection_resets_both_ends_and_request_never_arrives(wire, censor):
+    c = censor([{"behaviour": "rst_injection", "http_keywords": ["falun"]}])
+    sport, outcome, _ = wire.client(lambda: http_request(SERVER, 80, "/%66alun"))
     assert outcome == "reset"
-    _wait(lambda: server_events(trio, sport), 10, "server saw nothing of the connection")
-    (ev,) = server_events(trio, sport)
+    _wait(lambda: wire.server_events(sport), 10, "server saw nothing of the connection")
+    (ev,) = wire.server_events(sport)
     assert ev["event"] == "reset" and ev["data"] == ""  # the server was reset and never got the request
     (rec,) = c.records("rst")
     assert rec["flow"]["sport"] == sport and rec["value"] == "/falun"
-    sport, outcome, data = run_in_netns(trio.client, lambda: http_request(SERVER, 80, "/fine"))
+    sport, outcome, data = wire.client(lambda: http_request(SERVER, 80, "/fine"))
     assert outcome == "ok" and data.endswith(b"real content\n")
 
 
-def test_ipv6_dns_injection_and_rst(trio, censor):
-    censor({"behaviours": [{"behaviour": "dns_injection", "names": ["blocked.example"]},
-                           {"behaviour": "rst_injection", "http_keywords": ["falun"]}]})
-    got = run_in_netns(trio.client, lambda: dns_exchange(A.SERVER_V6, "blocked.example", hold=0.5, qtype="AAAA"))
+def test_ipv6_dns_injection_and_rst(wire, censor):
+    censor([{"behaviour": "dns_injection", "names": ["blocked.example"]},
+            {"behaviour": "rst_injection", "http_keywords": ["falun"]}])
+    got = wire.client(lambda: dns_exchange(SERVER6, "blocked.example", hold=0.5, qtype="AAAA"))
     assert len(got) == 1 and got[0][2][0] in A.FORGED_POOL_V6
-    sport, outcome, _ = run_in_netns(trio.client, lambda: http_request(A.SERVER_V6, 80, "/falun"))
+    sport, outcome, _ = wire.client(lambda: http_request(SERVER6, 80, "/falun"))
     assert outcome == "reset"
-    _wait(lambda: server_events(trio, sport), 10, "server saw nothing")
-    assert server_events(trio, sport)[0]["event"] == "reset"
-    assert run_in_netns(trio.client, lambda: http_request(A.SERVER_V6, 80, "/fine"))[1] == "ok"
+    _wait(lambda: wire.server_events(sport), 10, "server saw nothing")
+    assert wire.server_events(sport)[0]["event"] == "reset"
+    assert wire.client(lambda: http_request(SERVER6, 80, "/fine"))[1] == "ok"
 
 
-def test_rst_injection_on_sni(trio, censor):
-    censor({"behaviours": [{"behaviour": "rst_injection", "sni": ["blocked.example"]}]})
-    assert run_in_netns(trio.client, lambda: tls_fetch(SERVER, "www.blocked.example"))[0] == "reset"
-    assert run_in_netns(trio.client, lambda: tls_fetch(SERVER, "fine.example"))[0] == "ok"
+def test_rst_injection_on_sni(wire, censor):
+    censor([{"behaviour": "rst_injection", "sni": ["blocked.example"]}])
+    assert wire.client(lambda: tls_fetch(SERVER, "www.blocked.example"))[0] == "reset"
+    assert wire.client(lambda: tls_fetch(SERVER, "fine.example"))[0] == "ok"
 
 
-def test_residual_window_blocks_the_triple_then_expires(trio, censor):
+def test_residual_window_blocks_the_triple_then_expires(wire, censor):
     duration = 3.0
-    c = censor({"behaviours": [{"behaviour": "rst_injection", "http_keywords": ["falun"]},
-                               {"behaviour": "residual", "duration": duration}]})
-    assert run_in_netns(trio.client, lambda: http_request(SERVER, 80, "/falun"))[1] == "reset"
+    c = censor([{"behaviour": "rst_injection", "http_keywords": ["falun"]},
+                {"behaviour": "residual", "duration": duration}])
+    assert wire.client(lambda: http_request(SERVER, 80, "/falun"))[1] == "reset"
     t_trigger = time.monotonic()
-    assert run_in_netns(trio.client, lambda: http_request(SERVER, 80, "/fine"))[1] == "reset"
-    assert run_in_netns(trio.client, lambda: http_request(SERVER, 8080, "/fine"))[1] == "ok"  # other port
+    assert wire.client(lambda: http_request(SERVER, 80, "/fine"))[1] == "reset"
+    assert wire.client(lambda: http_request(SERVER, 8080, "/fine"))[1] == "ok"  # other port
     inside = time.monotonic() - t_trigger
     assert inside < duration, "machine too slow to observe the window; raise duration"
     time.sleep(duration - inside + 0.5)
-    assert run_in_netns(trio.client, lambda: http_request(SERVER, 80, "/fine"))[1] == "ok"
+    assert wire.client(lambda: http_request(SERVER, 80, "/fine"))[1] == "ok"
     assert [r["action"] for r in c.records() if r["behaviour"] == "residual"] == [
         "residual_start", "residual_rst", "residual_expired"]
 
 
-def test_blockpage_reaches_client_and_server_is_reset(trio, censor):
-    c = censor({"behaviours": [{"behaviour": "blockpage_injection", "http_hosts": ["blocked.example"],
-                                "status": 451, "reason": "Unavailable For Legal Reasons", "body": "BLOCKED"}]})
-    sport, outcome, data = run_in_netns(trio.client, lambda: http_request(SERVER, 80, host="blocked.example"))
+def test_blockpage_reaches_client_and_server_is_reset(wire, censor):
+    c = censor([{"behaviour": "blockpage_injection", "http_hosts": ["blocked.example"],
+                 "status": 451, "reason": "Unavailable For Legal Reasons", "body": "BLOCKED"}])
+    sport, outcome, data = wire.client(lambda: http_request(SERVER, 80, host="blocked.example"))
     assert data.startswith(b"HTTP/1.1 451 Unavailable For Legal Reasons\r\n") and data.endswith(b"\r\n\r\nBLOCKED")
     assert outcome in ("ok", "reset")  # EOF after the page; a late RST from the reset server is possible
-    _wait(lambda: server_events(trio, sport), 10, "server saw nothing")
-    assert server_events(trio, sport)[0]["event"] == "reset"
+    _wait(lambda: wire.server_events(sport), 10, "server saw nothing")
+    assert wire.server_events(sport)[0]["event"] == "reset"
     assert c.records("blockpage")[0]["flow"]["sport"] == sport
 
 
-def test_ip_blackhole_and_icmp_reject(trio, censor):
-    censor({"behaviours": [{"behaviour": "ip_blackhole", "addresses": [A.WEB_V4]},
-                           {"behaviour": "icmp_reject", "addresses": [A.RESOLVER_V4], "kind": "host-unreachable"}]})
-    assert run_in_netns(trio.client, lambda: http_request(A.WEB_V4, 80, timeout=2))[1] == "timeout"
-    assert run_in_netns(trio.client, lambda: http_request(A.RESOLVER_V4, 80))[1] == os.strerror(113)  # EHOSTUNREACH
-    assert run_in_netns(trio.client, lambda: http_request(SERVER, 80))[1] == "ok"
+def test_ip_blackhole_and_icmp_reject(wire, censor):
+    censor([{"behaviour": "ip_blackhole", "addresses": [BLACKHOLED]},
+            {"behaviour": "icmp_reject", "addresses": [REJECTED], "kind": "host-unreachable"}])
+    assert wire.client(lambda: http_request(BLACKHOLED, 80, timeout=2))[1] == "timeout"
+    assert wire.client(lambda: http_request(REJECTED, 80))[1] == os.strerror(113)  # EHOSTUNREACH
+    assert wire.client(lambda: http_request(SERVER, 80))[1] == "ok"
 
 
-def test_tls_interception_presents_the_censor_certificate(trio, censor):
-    c = censor({"behaviours": [{"behaviour": "tls_interception", "sni": ["intercepted.example"],
-                                "addresses": [SERVER]}]})
-    ca = x509.load_pem_x509_certificate((c.dir / "state" / "censor-ca" / "ca.pem").read_bytes())
-    outcome, der, body, _ = run_in_netns(trio.client, lambda: tls_fetch(SERVER, "www.intercepted.example"))
+def test_tls_interception_presents_the_censor_certificate(wire, censor):
+    c = censor([{"behaviour": "tls_interception", "sni": ["intercepted.example"], "addresses": [SERVER]}])
+    ca = x509.load_pem_x509_certificate(c.ca_file.read_bytes())
+    outcome, der, body, _ = wire.client(lambda: tls_fetch(SERVER, "www.intercepted.example"))
     cert = x509.load_der_x509_certificate(der)
     assert outcome == "ok" and body.endswith(b"real content\n")  # content relayed from the real server
     assert cert.issuer == ca.subject and CA_NAME in cert.issuer.rfc4514_string()
     cert.verify_directly_issued_by(ca)
     assert cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
         x509.DNSName) == ["www.intercepted.example"]
-    outcome, der, body, _ = run_in_netns(trio.client, lambda: tls_fetch(SERVER, "fine.example"))
+    outcome, der, body, _ = wire.client(lambda: tls_fetch(SERVER, "fine.example"))
     real = x509.load_der_x509_certificate(der)
     assert outcome == "ok" and "real server" in real.subject.rfc4514_string()
     actions = [r["action"] for r in c.records() if r["behaviour"] == "tls_interception"]
     assert actions == ["ca_ready", "tls_intercept", "tls_pass"]
 
 
-def test_throttled_flow_measures_near_its_rate_and_unthrottled_does_not(trio, censor):
+def test_throttled_flow_measures_near_its_rate_and_unthrottled_does_not(wire, censor):
     rate_kbit = 256
-    censor({"behaviours": [{"behaviour": "throttle", "sni": ["slow.example"], "rate": f"{rate_kbit}kbit"}]})
+    censor([{"behaviour": "throttle", "sni": ["slow.example"], "rate": f"{rate_kbit}kbit"}])
     size = 96 * 1024  # ~3 s at 256 kbit/s
-    outcome, _, body, secs = run_in_netns(trio.client, lambda: tls_fetch(SERVER, "slow.example", f"/bytes/{size}"))
+    outcome, _, body, secs = wire.client(lambda: tls_fetch(SERVER, "slow.example", f"/bytes/{size}"))
     assert outcome == "ok" and len(body) > size
     slow_kbit = len(body) * 8 / 1000 / secs
-    outcome, _, body, secs = run_in_netns(
-        trio.client, lambda: tls_fetch(SERVER, "fast.example", f"/bytes/{size * 20}"))
+    outcome, _, body, secs = wire.client(lambda: tls_fetch(SERVER, "fast.example", f"/bytes/{size * 20}"))
     fast_kbit = len(body) * 8 / 1000 / secs
     assert 0.5 * rate_kbit < slow_kbit < 1.3 * rate_kbit, slow_kbit
     assert fast_kbit > 10 * rate_kbit, fast_kbit
 
 
-def test_latency_adds_delay_each_way(trio, censor):
+def test_latency_adds_delay_each_way(wire, censor):
     def connect_time() -> float:
         t0 = time.monotonic()
         socket.create_connection((SERVER, 80), timeout=10).close()
         return time.monotonic() - t0
 
-    censor({"behaviours": [{"behaviour": "latency", "delay_ms": 100, "addresses": [SERVER]}]})
-    assert run_in_netns(trio.client, connect_time) >= 0.2  # SYN and SYN/ACK each held 100 ms
+    censor([{"behaviour": "latency", "delay_ms": 100, "addresses": [SERVER]}])
+    assert wire.client(connect_time) >= 0.2  # SYN and SYN/ACK each held 100 ms
 
 
-def test_lifecycle_reload_and_clean_exit(trio, censor):
-    c = censor({"behaviours": [{"behaviour": "ip_blackhole", "addresses": [SERVER]}]})
-    assert "CENSORSCOPE" in trio.ns(trio.censor, "iptables", "-S").stdout
-    assert run_in_netns(trio.client, lambda: http_request(SERVER, 80, timeout=1))[1] == "timeout"
-    # fast switch: same process, new rules and behaviours
-    c.write({"behaviours": [{"behaviour": "throttle", "sni": ["slow.example"]}]})
-    c.proc.send_signal(signal.SIGHUP)
-    c.wait_generation(2)
-    assert run_in_netns(trio.client, lambda: http_request(SERVER, 80))[1] == "ok"
-    assert "htb" in trio.ns(trio.censor, "tc", "qdisc", "show", "dev", "cli0").stdout
-    # a broken config on reload keeps the running one
-    c.conf.write_text('{"behaviours": [{"behaviour": "nope"}]}')
-    c.proc.send_signal(signal.SIGHUP)
-    _wait(lambda: c.records("reload_failed"), 30, "reload failure not logged")
-    assert c.generation() == 2 and c.proc.poll() is None
-    assert c.stop() == 0
-    assert "CENSORSCOPE" not in trio.ns(trio.censor, "iptables", "-S").stdout
-    assert "CENSORSCOPE" not in trio.ns(trio.censor, "ip6tables", "-t", "nat", "-S").stdout
-    assert "htb" not in trio.ns(trio.censor, "tc", "qdisc", "show", "dev", "cli0").stdout
-    assert not c.ready.exists() and c.records()[-1]["action"] == "stopped"
-
-
-def test_no_packet_leaves_the_lab_ranges(trio, censor, tmp_path):
+def test_no_packet_leaves_the_lab_ranges(wire, censor, tmp_path):
     from scapy.layers.inet import IP
     from scapy.layers.inet6 import IPv6
     from scapy.utils import rdpcap
 
+    lab = wire.lab
     pcap = tmp_path / "censor.pcap"
-    dump = trio.spawn(trio.censor, "tcpdump", "-i", "any", "-n", "-U", "-w", str(pcap),
-                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait(lambda: pcap.exists(), 10, "tcpdump did not start")
-    time.sleep(0.5)
-    censor({"behaviours": [
-        {"behaviour": "dns_injection", "names": ["blocked.example"], "injectors": [{}, {"ttl": "copy"}]},
-        {"behaviour": "rst_injection", "http_keywords": ["falun"]},
-        {"behaviour": "icmp_reject", "addresses": [A.RESOLVER_V4]},
-        {"behaviour": "tls_interception", "sni": ["intercepted.example"], "addresses": [SERVER]},
-    ]})
-    run_in_netns(trio.client, lambda: dns_exchange(A.NO_DNS_V4, "blocked.example", hold=0.3))
-    run_in_netns(trio.client, lambda: http_request(SERVER, 80, "/falun"))
-    run_in_netns(trio.client, lambda: http_request(A.RESOLVER_V4, 80))
-    run_in_netns(trio.client, lambda: tls_fetch(SERVER, "intercepted.example"))
-    time.sleep(0.5)
-    dump.terminate()
-    dump.wait(10)
+    lab.topo.spawn("censor-test-tcpdump", "censor", ["tcpdump", "-i", "any", "-n", "-U", "--immediate-mode", "-w", str(pcap)])
+    try:
+        _wait(lambda: pcap.exists(), 10, "tcpdump did not start")
+        time.sleep(0.5)
+        censor([
+            {"behaviour": "dns_injection", "names": ["blocked.example"], "injectors": [{}, {"ttl": "copy"}]},
+            {"behaviour": "rst_injection", "http_keywords": ["falun"]},
+            {"behaviour": "icmp_reject", "addresses": [REJECTED]},
+            {"behaviour": "tls_interception", "sni": ["intercepted.example"], "addresses": [SERVER]},
+        ])
+        outcomes = [
+            len(wire.client(lambda: dns_exchange(A.NO_DNS_V4, "blocked.example", hold=0.3))),
+            wire.client(lambda: http_request(SERVER, 80, "/falun"))[1],
+            wire.client(lambda: http_request(REJECTED, 80))[1],
+            wire.client(lambda: tls_fetch(SERVER, "intercepted.example"))[0],
+        ]
+        assert outcomes == [2, "reset", os.strerror(113), "ok"]
+        time.sleep(0.5)
+    finally:
+        lab.topo.stop("censor-test-tcpdump")
     packets = [p for p in rdpcap(str(pcap)) if IP in p or IPv6 in p]
     routable = 0
     for p in packets:
@@ -380,4 +362,37 @@ def test_no_packet_leaves_the_lab_ranges(trio, censor, tmp_path):
             continue  # IPv6 neighbour discovery: link-scoped, never routed
         routable += 1
         assert A.in_lab_ranges(ip.src) and A.in_lab_ranges(ip.dst), p.summary()
-    assert routable > 20
+    assert routable > 20, [p.summary() for p in packets]
+
+
+def test_lifecycle_reload_and_clean_exit(fresh_lab_name):
+    """A lab of its own: this test stops the censor, which the shared lab must keep."""
+    from censorscope.lab.lab import Lab
+
+    base = scenario_mod.load("baseline")
+    lab = Lab(fresh_lab_name)
+    try:
+        lab.up(dataclasses.replace(base, censor=({"behaviour": "ip_blackhole", "addresses": [A.WEB_V4]},)))
+        proc, conf = lab.topo.procs["censor"], lab.censor_dir / "censor.json"
+        ready = Path(str(conf) + ".ready")
+        log = lab.censor_dir / "actions.jsonl"
+        assert "CENSORSCOPE" in lab.topo.run("censor", ["iptables", "-S"]).stdout
+        assert lab.topo.call_in("client", lambda: http_request(A.WEB_V4, 80, timeout=1))[1] == "timeout"
+        # fast switch: same process, new rules and behaviours
+        lab.switch(dataclasses.replace(base, censor=({"behaviour": "throttle", "sni": ["slow.example"]},)))
+        assert lab.topo.procs["censor"] is proc and json.loads(ready.read_text())["generation"] == 2
+        assert lab.topo.call_in("client", lambda: http_request(A.WEB_V4, 80))[1] == "ok"
+        assert "htb" in lab.topo.run("censor", ["tc", "qdisc", "show", "dev", "cli0"]).stdout
+        # a broken config on reload keeps the running one
+        conf.write_text('{"behaviours": [{"behaviour": "nope"}]}')
+        proc.send_signal(signal.SIGHUP)
+        _wait(lambda: "reload_failed" in _read(log), 30, "reload failure not logged")
+        assert json.loads(ready.read_text())["generation"] == 2 and proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        for tool, table in (("iptables", "filter"), ("ip6tables", "nat"), ("iptables", "mangle")):
+            assert "CENSORSCOPE" not in lab.topo.run("censor", [tool, "-t", table, "-S"]).stdout
+        assert "htb" not in lab.topo.run("censor", ["tc", "qdisc", "show", "dev", "cli0"]).stdout
+        assert not ready.exists() and json.loads(log.read_text().splitlines()[-1])["action"] == "stopped"
+    finally:
+        lab.down()
