@@ -169,17 +169,31 @@ class ResidualTracker:
         self._last: dict[tuple[Any, str], tuple[float, str, str, str]] = {}
 
     def check(self, m: Measurement, v: Verdict) -> Verdict:
-        """Turn a failure that follows another input's trigger into ``residual``; else record it."""
-        if v.verdict != BLOCKED or not v.endpoint or m.start is None or not _stateful(v.method):
+        """Turn a failure that follows another input's trigger into ``residual``; else record it.
+
+        Call in order of :func:`event_time`: concurrent measurements interleave, and what
+        counts is whether this failure's operation started after the other's trigger."""
+        when = event_time(m, v)
+        endpoints = v.endpoints or ((v.endpoint,) if v.endpoint else ())
+        if v.verdict != BLOCKED or not endpoints or when is None or not _stateful(v.method):
             return v
-        key = (m.vantage_key, v.endpoint)
-        prior = self._last.get(key)
-        if prior and prior[2] != m.input and 0 <= m.start - prior[0] <= RESIDUAL_WINDOW and not v.self_controlled:
-            t, mid, inp, method = prior
-            return Verdict(INCONCLUSIVE, RESIDUAL, 0.4, (
-                f"This failure came {m.start - t:.0f} s after measurement {mid} ({inp}) was blocked by {method} "
-                f"on the same server and port {v.endpoint}: residual censorship of that server:port "
-                f"(up to {RESIDUAL_WINDOW:.0f} s) explains it, so it is not evidence that this input is blocked. "
-                f"It was: {v.evidence}"), v.endpoint)
-        self._last[key] = (m.start, m.id, m.input, str(v.method))
+        for ep in endpoints:
+            prior = self._last.get((m.vantage_key, ep))
+            if (prior and prior[2] != m.input and 0 <= when - prior[0] <= RESIDUAL_WINDOW
+                    and not v.self_controlled):
+                t, mid, inp, method = prior
+                return Verdict(INCONCLUSIVE, RESIDUAL, 0.4, (
+                    f"This failure came {when - t:.1f} s after measurement {mid} ({inp}) was blocked by {method} "
+                    f"on the same server and port {ep}: residual censorship of that server:port "
+                    f"(up to {RESIDUAL_WINDOW:.0f} s) explains it, so it is not evidence that this input is "
+                    f"blocked. It was: {v.evidence}"), ep)
+        for ep in endpoints:
+            self._last[(m.vantage_key, ep)] = (when, m.id, m.input, str(v.method))
         return v
+
+
+def event_time(m: Measurement, v: Verdict) -> float | None:
+    """POSIX time the verdict's failing operation started (the measurement start if unknown)."""
+    if m.start is None:
+        return None
+    return m.start + (v.at or 0.0)

@@ -48,7 +48,8 @@ class Verdict:
     failure happened on, so later measurements there can be checked for
     residual censorship; ``self_controlled`` is True when the same measurement
     reached that endpoint with an innocuous name at the same time (which rules
-    residual state out)."""
+    residual state out). ``at`` and ``endpoints`` place the failure in time and
+    on every server address it hit, for the same purpose."""
 
     verdict: str
     method: str | None = None
@@ -56,6 +57,8 @@ class Verdict:
     evidence: str = ""
     endpoint: str | None = None
     self_controlled: bool = False
+    at: float | None = None  # when the failing operation started, seconds after the measurement start
+    endpoints: tuple[str, ...] = ()  # every endpoint that failed the same way (``endpoint`` first)
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -79,11 +82,13 @@ def down(evidence: str, confidence: float = MODERATE) -> Verdict:
 
 
 def blocked(method: str, confidence: float, evidence: str, *, endpoint: str | None = None,
-            self_controlled: bool = False) -> Verdict:
+            self_controlled: bool = False, at: Any = None) -> Verdict:
     """A ``blocked`` verdict; falls back to ``inconclusive`` below ``MIN_BLOCKED``."""
     if confidence < MIN_BLOCKED:
         return inconclusive(f"{evidence} (too weak for {method})", confidence)
-    return Verdict(BLOCKED, method, confidence, evidence, endpoint, self_controlled)
+    at_s = float(at) if isinstance(at, int | float) else None
+    return Verdict(BLOCKED, method, confidence, evidence, endpoint, self_controlled, at_s,
+                   (endpoint,) if endpoint else ())
 
 
 def inconclusive(evidence: str, confidence: float = 0.3, method: str | None = None) -> Verdict:

@@ -13,7 +13,13 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from censorscope.analysis.verdicts import dns, fet, http, quic, tcp, throughput, tls, vpn, web
-from censorscope.analysis.verdicts.combine import ResidualTracker, combine_attempts, group_key, groups
+from censorscope.analysis.verdicts.combine import (
+    ResidualTracker,
+    combine_attempts,
+    event_time,
+    group_key,
+    groups,
+)
 from censorscope.analysis.verdicts.context import Context
 from censorscope.analysis.verdicts.core import RULES_VERSION, Measurement, Verdict, inconclusive
 from censorscope.analysis.verdicts.load import LoadReport, iter_records
@@ -65,15 +71,15 @@ def _judge_one(m: Measurement, ctx: Context) -> Verdict:
 def judge_batch(records: Iterable[dict[str, Any]]) -> list[tuple[Measurement, Verdict]]:
     """Judge a batch: one (first measurement of the group, verdict) per attempt group, in time order.
 
-    Each measurement is judged and checked for residual censorship in start-time
-    order; then the attempts of each group are combined.
+    Each measurement is judged, then checked for residual censorship in the order
+    its failing operations started; then the attempts of each group are combined.
     """
     ms = [Measurement(r) for r in records if isinstance(r, dict)]
     ctx = Context(ms)
     tracker = ResidualTracker()
-    single: dict[int, Verdict] = {}
-    for m in sorted(ms, key=lambda x: x.start or 0.0):
-        single[id(m)] = tracker.check(m, _judge_one(m, ctx))
+    single = {id(m): _judge_one(m, ctx) for m in ms}
+    for m in sorted(ms, key=lambda x: event_time(x, single[id(x)]) or 0.0):
+        single[id(m)] = tracker.check(m, single[id(m)])
     return [(group[0], combine_attempts(group, [single[id(m)] for m in group])) for group in groups(ms)]
 
 

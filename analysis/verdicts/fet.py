@@ -88,4 +88,4 @@ def rule(m: Measurement, ctx: Context) -> Verdict:
                      f"3-tuple), e.g. {E.outcome(later[0])}")
     parts.append(f"the control's {len(c_ok)} of {len(c_fet)} non-exempt attempts got answers")
     return blocked("fet.blocked", STRONG if n_fet_failed >= 2 else MODERATE, E.sentence(*parts),
-                   endpoint=address_of(first))
+                   endpoint=address_of(first), at=first.get("t0"))

@@ -131,7 +131,7 @@ def judge_round_trip(m: Measurement, rt: dict[str, Any]) -> Verdict:
         if failure in _FAILURES:
             method, conf = _FAILURES[failure]
             return blocked(method, conf, E.sentence(E.outcome(rt), E.outcome(c_ok[0], control=True)),
-                           endpoint=address_of(rt) or _parent_address(m, rt))
+                           endpoint=address_of(rt) or _parent_address(m, rt), at=rt.get("t0"))
         return inconclusive(E.sentence(E.outcome(rt), E.outcome(c_ok[0], control=True),
                                        f"{failure} is not a known censorship signature"), WEAK)
     if not c_ok:

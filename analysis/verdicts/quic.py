@@ -54,6 +54,7 @@ def rule(m: Measurement, ctx: Context) -> Verdict:
         parts = [E.outcome(hs), E.outcome(c_ok[0], control=True)]
         if tls:
             parts.append(f"TLS over TCP to the same host works ({tls})")
-        return blocked("quic.blocked", STRONG if tls else 0.75, E.sentence(*parts), endpoint=address_of(hs))
+        return blocked("quic.blocked", STRONG if tls else 0.75, E.sentence(*parts), endpoint=address_of(hs),
+                       at=hs.get("t0"))
     return inconclusive(E.sentence(E.outcome(hs), E.outcome(c_ok[0], control=True),
                                    f"{failure} is not the QUIC blocking signature (a silent drop)"), WEAK)

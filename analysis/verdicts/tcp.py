@@ -69,7 +69,7 @@ def judge_connect(m: Measurement, conn: dict[str, Any], *, any_address: bool = F
     if failure in _METHODS:
         method, conf = _METHODS[failure]
         return blocked(method, conf, E.sentence(E.outcome(conn), E.outcome(c_ok[0], control=True)),
-                       endpoint=addr)
+                       endpoint=addr, at=conn.get("t0"))
     return inconclusive(E.sentence(E.outcome(conn), E.outcome(c_ok[0], control=True),
                                    f"{failure} is usually local, not censorship"), WEAK)
 

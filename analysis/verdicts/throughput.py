@@ -62,7 +62,7 @@ def _judge_failure(m: Measurement) -> Verdict:
               "handshake_drop": "tls.sni_drop", "handshake_reset": "tls.sni_reset"}.get(op)
     if method is None:
         return inconclusive(v.evidence, 0.5)
-    return blocked(method, v.confidence, v.evidence, endpoint=v.endpoint)
+    return blocked(method, v.confidence, v.evidence, endpoint=v.endpoint, at=v.at)
 
 
 def rule(m: Measurement, ctx: Context) -> Verdict:

@@ -83,7 +83,8 @@ def judge_handshake(m: Measurement, hs: dict[str, Any]) -> Verdict:
             if inno:
                 conf = min(CONFIRMED, conf + 0.1)
                 parts.append(f"and {E.outcome(inno)} on the same address")
-            return blocked(method, conf, E.sentence(*parts), endpoint=addr, self_controlled=inno is not None)
+            return blocked(method, conf, E.sentence(*parts), endpoint=addr, self_controlled=inno is not None,
+                           at=hs.get("t0"))
         return inconclusive(E.sentence(E.outcome(hs), E.outcome(c_ok[0], control=True),
                                        f"{failure} is not a known censorship signature"), WEAK)
     return _judge_certificate(hs, c_ok, ctl, addr)

@@ -82,7 +82,7 @@ def judge_steps(m: Measurement, prefix: str, *, ops: list[dict[str, Any]] | None
         answer = "got the server's answer" if table is _HANDSHAKE else "connected"
         return blocked(f"{prefix}.{sub}", conf, E.sentence(
             E.outcome(failed), f"{E.outcome(c_ok[0], control=True)} (the control {answer})"),
-            endpoint=address_of(failed) or _parent_address(m, failed))
+            endpoint=address_of(failed) or _parent_address(m, failed), at=failed.get("t0"))
     return inconclusive(E.sentence(E.outcome(failed), E.outcome(c_ok[0], control=True),
                                    f"{failure} is not a known blocking signature"), WEAK)
 

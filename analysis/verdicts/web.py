@@ -9,6 +9,7 @@ valid certificate or the control's content means a CDN or geo-DNS answer.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from censorscope.analysis.verdicts import dns
@@ -86,14 +87,14 @@ def rule(m: Measurement, ctx: Context) -> Verdict:
     conns = m.ops("connect")
     if conns and all(c.get("failure") for c in conns):
         vs = [judge_connect(m, c, any_address=True) for c in conns]
-        v = max(vs, key=lambda x: (x.verdict == "blocked", x.confidence))
+        v = _spanning(max(vs, key=lambda x: (x.verdict == "blocked", x.confidence)), vs)
         if dns_doubt and v.verdict == "blocked":
             return inconclusive(E.sentence(v.evidence, "but the DNS answers were already doubtful: "
                                            + dns_v.evidence), 0.5)  # type: ignore[union-attr]
         return v
     hss = [h for h in m.ops("tls_handshake") if h.get("server_name") in (m.host, None)]
     if hss and all(h.get("failure") for h in hss):
-        return judge_handshake(m, hss[-1])
+        return _spanning(judge_handshake(m, hss[-1]), [judge_handshake(m, h) for h in hss])
     bad_cert = [judge_handshake(m, h) for h in hss if not h.get("failure")]
     mitm = [v for v in bad_cert if v.verdict == "blocked"]
     if mitm and not any(v.verdict == "ok" for v in bad_cert):
@@ -108,6 +109,16 @@ def rule(m: Measurement, ctx: Context) -> Verdict:
     if dns_v:
         return dns_v
     return inconclusive(E.sentence(_summary(m), "nothing to compare"), 0.2)
+
+
+def _spanning(v: Verdict, vs: list[Verdict]) -> Verdict:
+    """``v`` covering every endpoint (and the earliest time) of the verdicts with its method."""
+    same = [x for x in vs if x.verdict == v.verdict and x.method == v.method and x.endpoint]
+    if v.verdict != "blocked" or not same:
+        return v
+    times = [x.at for x in same if x.at is not None]
+    eps = tuple(dict.fromkeys([*v.endpoints, *(x.endpoint for x in same)]))  # type: ignore[misc]
+    return replace(v, endpoints=eps, at=min(times) if times else v.at)
 
 
 def _summary(m: Measurement) -> str:

@@ -614,3 +614,27 @@ def test_own_residual_state_keeps_the_trigger_method():
                   attempt=i, confirms="o1", start=25 * i) for i in (1, 2)]
     v = one(first, later)
     assert (v.verdict, v.method) == ("blocked", "tls.sni_reset") and "3 of 3 attempts" in v.evidence
+
+
+def test_residual_between_concurrent_measurements_uses_operation_times_and_every_address():
+    """Trigger and bystander start together (the runner runs them concurrently); the trigger's
+    handshakes on v4 and v6 are reset at 1.07 s, the bystander's HTTP request at 1.17 s is reset."""
+    v4, v6 = "203.0.113.161:443", "[2001:db8:3::1:161]:443"
+    trig = meas("web", "https://trigger.example/", [
+        dnsq(1, "trigger.example", ["203.0.113.161"]), conn(2, v4, parent=1), conn(3, v6, parent=1),
+        tlsh(4, v4, "trigger.example", "connection_reset", parent=2) | {"t0": 1.069},
+        tlsh(5, v6, "trigger.example", "connection_reset", parent=3) | {"t0": 1.070}],
+        control_obs=[dnsq(1, "trigger.example", ["203.0.113.161"]), conn(2, v4, parent=1),
+                     tlsh(3, v4, "trigger.example", parent=2), rt(4, "https://trigger.example/", parent=3)],
+        mid="cc-trigger", start=0.0001)
+    bys = meas("web", "https://bystander.example/", [
+        dnsq(1, "bystander.example", ["203.0.113.161"]), conn(2, v4, parent=1),
+        tlsh(3, v4, "bystander.example", parent=2),
+        rt(4, "https://bystander.example/", failure="connection_reset", parent=3, address=v4) | {"t0": 1.174}],
+        control_obs=[dnsq(1, "bystander.example", ["203.0.113.161"]), conn(2, v4, parent=1),
+                     tlsh(3, v4, "bystander.example", parent=2), rt(4, "https://bystander.example/", parent=3)],
+        mid="cc-bystander", start=0.0)
+    rows = {r.measurement_id: r for r in verdicts([bys, trig]).itertuples()}
+    assert (rows["cc-trigger"].verdict, rows["cc-trigger"].method) == ("blocked", "tls.sni_reset")
+    assert (rows["cc-bystander"].verdict, rows["cc-bystander"].method) == ("inconclusive", "residual")
+    assert "cc-trigger" in rows["cc-bystander"].evidence
