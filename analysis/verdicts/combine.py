@@ -46,7 +46,8 @@ from censorscope.analysis.verdicts.core import (
 RESIDUAL_WINDOW = 180.0
 
 #: methods whose failures a censor's residual state can cause, and that can leave such state
-STATEFUL_METHODS = ("tcp.", "tls.sni_", "http.reset", "http.drop", "fet.", "quic.", "vpn.")
+#: (throttling too: a policed flow's queue can starve the next handshake to the same server)
+STATEFUL_METHODS = ("tcp.", "tls.sni_", "http.reset", "http.drop", "fet.", "quic.", "vpn.", "throttled")
 
 #: method of a failure explained by residual censorship
 RESIDUAL = "residual"

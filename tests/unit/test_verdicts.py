@@ -638,3 +638,16 @@ def test_residual_between_concurrent_measurements_uses_operation_times_and_every
     assert (rows["cc-trigger"].verdict, rows["cc-trigger"].method) == ("blocked", "tls.sni_reset")
     assert (rows["cc-bystander"].verdict, rows["cc-bystander"].method) == ("inconclusive", "residual")
     assert "cc-trigger" in rows["cc-bystander"].evidence
+
+
+def test_throttled_then_a_starved_handshake_is_still_throttling():
+    obs = _jitter([tput(1, "203.0.113.90:443", "slowed.example", 17_000),
+                   tput(2, "203.0.113.90:443", "innocuous.example", 2_000_000)], 6)
+    first = meas("throughput", "https://slowed.example/big", obs, control_obs=[], mid="th1")
+    starved = meas("throughput", "https://slowed.example/big",
+                   [conn(1, "203.0.113.90:443"),
+                    tlsh(2, "203.0.113.90:443", "slowed.example", "generic_timeout_error", parent=1)],
+                   control_obs=[conn(1, "203.0.113.90:443"), tlsh(2, "203.0.113.90:443", "slowed.example", parent=1)],
+                   attempt=1, confirms="th1", start=20, ann={"retest_reason": "repeat of the real transfer: x"})
+    v = one(first, [starved])
+    assert (v.verdict, v.method) == ("blocked", "throttled") and "2 of 2 attempts" in v.evidence
