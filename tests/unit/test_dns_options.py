@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 
@@ -146,3 +147,12 @@ def test_system_timeout(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", slow)
     [obs] = asyncio.run(sysprobe.measure("localhost", Net(), sysprobe.Options(timeout=0.1)))
     assert obs.failure == "generic_timeout_error"
+
+
+def test_system_cli_json():
+    result = CliRunner().invoke(cli, ["probe", "system", "localhost", "--family", "ipv4", "--json"])
+    assert result.exit_code == 0, result.output
+    [line] = result.output.strip().splitlines()
+    m = json.loads(line)
+    assert m["probe"] == "system" and m["observations"][0]["operation"] == "resolve"
+    assert "127.0.0.1" in m["observations"][0]["addresses"]
