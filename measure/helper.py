@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hmac
 import logging
 import time
@@ -149,14 +150,21 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return Response(orjson.dumps(data), status_code=status, media_type="application/json", headers=headers)
 
 
+@functools.lru_cache(maxsize=64)
+def _type_hints(cls: type) -> dict[str, Any]:
+    """The field types of an Options dataclass (evaluating string annotations costs ~0.5 ms)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
 def options_from_json(cls: type, values: Any) -> Any:
     """Build a probe's Options dataclass from a JSON object, checking names and types."""
     if values is None:
         values = {}
     if not isinstance(values, dict):
         raise BadRequest("options must be a JSON object")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    hints = _type_hints(cls)
+    names = set(hints)
     unknown = set(values) - names
     if unknown:
         raise BadRequest(f"unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(names))}")
