@@ -50,8 +50,9 @@ def spacing(sc: Scenario) -> float:
     """Re-test spacing for ``sc``: just past its residual-blocking time (capped), else ``SPACING``."""
     durations = [float(c.get("duration", 0)) for c in sc.censor if c.get("behaviour") == "residual"]
     return min(max(durations) + 5.0, MAX_SPACING) if durations else SPACING
-#: per-operation timeout given to probes in the lab (nothing there is far away)
-PROBE_TIMEOUT = 4.0
+#: per-operation timeout given to probes in the lab (above the slow-server scenario's 3 s delay, with margin
+#: for a loaded machine)
+PROBE_TIMEOUT = 8.0
 RUN_TIMEOUT = 1800.0
 
 
