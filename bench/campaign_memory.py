@@ -148,7 +148,8 @@ def main() -> None:
             t0 = time.monotonic()
             r = subprocess.run(cmd, capture_output=True, text=True)
             wall = time.monotonic() - t0
-            peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the campaign child only (server not reaped yet)
+            peak_kb, cpu = usage.ru_maxrss, usage.ru_utime + usage.ru_stime
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=10)
@@ -163,7 +164,9 @@ def main() -> None:
           f"outcomes: {result['outcomes']}")
     print(f"peak RSS: {peak_mb:.1f} MB; peak/{REFERENCE_MB:.0f}MB = {peak_mb / REFERENCE_MB:.3f}")
     print(f"throughput: {result['measured'] / result['runtime']:.0f} measurements/s "
-          f"(run {result['runtime']:.1f} s, wall incl. start-up {wall:.1f} s)")
+          f"(run {result['runtime']:.1f} s, wall incl. start-up {wall:.1f} s); "
+          f"campaign CPU {1000 * cpu / max(result['measured'], 1):.2f} ms per measurement, load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     if lines != args.targets:
         raise SystemExit(f"expected {args.targets} stored measurements, found {lines}")
 
