@@ -8,13 +8,16 @@ import threading
 from pathlib import Path
 
 import pytest
-from vpn_support import daemon, free_port, need, op, run_probe, tcp_listening, wait_for
+from vpn_support import daemon, free_port, log_has, need, op, run_probe, wait_for
+
+from censorscope.probes.net import format_host_port
 
 pytestmark = pytest.mark.net
 
 
-@pytest.fixture
-def sshd(tmp_path: Path):
+@pytest.fixture(params=["127.0.0.1", "::1"])
+def sshd(request, tmp_path: Path):
+    host = request.param
     sshd_bin = need("sshd")
     Path("/run/sshd").mkdir(exist_ok=True)
     key = tmp_path / "host_ed25519"
@@ -22,16 +25,16 @@ def sshd(tmp_path: Path):
     port = free_port()
     conf = tmp_path / "sshd_config"
     conf.write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {key}\nPidFile {tmp_path}/sshd.pid\n"
+        f"Port {port}\nListenAddress {host}\nHostKey {key}\nPidFile {tmp_path}/sshd.pid\n"
         "UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
     )
     with daemon([sshd_bin, "-D", "-e", "-f", str(conf)], log=tmp_path / "log"):
-        wait_for(lambda: tcp_listening("127.0.0.1", port), what="sshd")
-        yield port
+        wait_for(lambda: log_has(tmp_path / "log", "Server listening"), what="sshd")
+        yield format_host_port(host, port)
 
 
 def test_ssh_real_sshd(sshd):
-    obs = run_probe("ssh", f"ssh://127.0.0.1:{sshd}", timeout=10.0)
+    obs = run_probe("ssh", f"ssh://{sshd}", timeout=10.0)
     conn = op(obs, "connect")
     hs = op(obs, "ssh_handshake")
     assert conn["failure"] is None and conn["proto"] == "tcp"

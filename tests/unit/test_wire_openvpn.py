@@ -106,10 +106,18 @@ def test_fuzz_unframe_and_ovpn(data):
         w.unframe_tcp(data)
     except w.OpenVPNWireError:
         pass
-    try:
-        w.parse_ovpn(data.decode("latin-1"))
-    except w.OpenVPNWireError:
-        pass
+    text = data.decode("latin-1")
+    for fn in (w.parse_ovpn, w.parse_static_key, w.parse_tls_crypt_v2_client_key):
+        try:
+            fn(text)
+        except w.OpenVPNWireError:
+            pass
+    for fn in (w.parse_static_key, w.parse_tls_crypt_v2_client_key):  # inside the PEM-like armour
+        for label in ("OpenVPN Static key V1", "OpenVPN tls-crypt-v2 client key"):
+            try:
+                fn(f"-----BEGIN {label}-----\n{text}\n-----END {label}-----")
+            except w.OpenVPNWireError:
+                pass
 
 
 def test_fuzz_valid_prefix_mutations():
