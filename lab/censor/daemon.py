@@ -28,6 +28,7 @@ import random
 import select
 import signal
 import socket
+import subprocess
 import time
 import traceback
 from pathlib import Path
@@ -103,7 +104,18 @@ class CensorDaemon:
         except (ConfigError, OSError) as e:
             self.log.event("censor", {}, "reload_failed", {"error": str(e), "generation": self.generation})
             return
-        self._apply(config)
+        previous = self.config
+        try:
+            self._apply(config)
+        except (subprocess.CalledProcessError, OSError, ValueError) as e:
+            # e.g. a rule or tc command the kernel refused: go back to what ran before
+            detail = e.stderr if isinstance(e, subprocess.CalledProcessError) else ""
+            self.log.event("censor", {}, "reload_failed", {"error": f"{e} {detail or ''}".strip(),
+                                                           "generation": self.generation})
+            if previous is not None:
+                self.generation -= 1  # _apply counts the restore as a new generation
+                self._apply(previous)
+            return
         self.log.event("censor", {}, "reloaded", {"generation": self.generation})
 
     # -- packets -----------------------------------------------------------------------

@@ -143,3 +143,40 @@ def test_censor_ca_is_reused_and_issues_cached_leaves(tmp_path):
     again = CensorCA(tmp_path / "ca")
     assert again.cert == ca.cert  # same root after a restart or reload
     assert (tmp_path / "ca" / "ca.key").stat().st_mode & 0o077 == 0
+
+
+def test_reload_rejected_by_the_kernel_restores_the_running_config(tmp_path, monkeypatch):
+    import subprocess
+
+    from censorscope.lab.censor import daemon as daemon_mod
+
+    installed: list[dict] = []
+    fail = {"next": False}
+
+    def fake_install(rules):
+        if fail["next"]:
+            fail["next"] = False
+            raise subprocess.CalledProcessError(1, ["iptables-restore"], stderr="bad rule")
+        installed.append(rules)
+
+    monkeypatch.setattr(daemon_mod.iptables, "install", fake_install)
+    conf = tmp_path / "censor.json"
+    log = tmp_path / "log.jsonl"
+
+    def write(behaviours):
+        conf.write_text(json.dumps({"behaviours": behaviours, "log": str(log), "state_dir": str(tmp_path / "s")}))
+
+    write([{"behaviour": "ip_blackhole", "addresses": ["203.0.113.9"]}])
+    d = CensorDaemon(conf)
+    d._apply(daemon_mod.load_config_file(conf))
+    assert d.generation == 1
+    write([{"behaviour": "ip_blackhole", "addresses": ["203.0.113.7"], "mode": "all"}])
+    fail["next"] = True
+    d._reload()
+    assert d.generation == 1 and json.loads(Path(str(conf) + ".ready").read_text())["generation"] == 1
+    assert d.engine.behaviours[0].addresses == frozenset({"203.0.113.9"})
+    assert [r["action"] for r in records(tmp_path)] == ["reload_failed"]
+    d._reload()  # the kernel accepts it now
+    assert d.generation == 2 and d.engine.behaviours[0].addresses == frozenset({"203.0.113.7"})
+    assert records(tmp_path)[-1]["action"] == "reloaded"
+    d.log.close()
