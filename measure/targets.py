@@ -223,7 +223,7 @@ def _csv_entries(lines: Iterator[str], name: str) -> Iterator[tuple[int, dict[st
         if not row or all(not c.strip() for c in row) or row[0].lstrip().startswith("#"):
             continue
         if header is None:
-            header = [c.strip().lower().lstrip("\ufeff") for c in row]
+            header = [c.strip().lower() for c in row]
             if "url" not in header:
                 raise ConfigError(f"{name}:{lineno}: CSV list without a 'url' column in its header")
             continue
@@ -234,12 +234,12 @@ def _csv_entries(lines: Iterator[str], name: str) -> Iterator[tuple[int, dict[st
 
 
 def _is_csv(first: str, path: Path) -> bool:
-    head = first.lstrip("\ufeff").strip().lower()
+    head = first.strip().lower()
     return head.startswith("url,") or head == "url" or path.suffix.lower() == ".csv"
 
 
 def _first_content_line(path: Path) -> str:
-    with path.open(encoding="utf-8", errors="replace") as f:
+    with path.open(encoding="utf-8-sig", errors="replace") as f:
         for line in f:
             if line.strip() and not line.lstrip().startswith("#"):
                 return line
@@ -258,7 +258,7 @@ def iter_list(
     """
     name = display_name or str(path)
     csv_format = _is_csv(_first_content_line(path), path)
-    with path.open(encoding="utf-8", errors="strict", newline="") as f:
+    with path.open(encoding="utf-8-sig", errors="strict", newline="") as f:
         source = _csv_entries(f, name) if csv_format else _plain_entries(f)
         try:
             for item in source:

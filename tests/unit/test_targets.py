@@ -175,3 +175,12 @@ def test_100k_lines_stream_lazily_and_fast(tmp_path):
     stats = scan_targets([f])
     assert stats.valid == 100_000 and stats.invalid == 0
     assert time.monotonic() - t0 < 30
+
+
+def test_byte_order_mark_is_ignored(tmp_path):
+    plain = tmp_path / "bom.txt"
+    plain.write_bytes("\ufeffbbc.com\nexample.org\n".encode())
+    assert [t.url for t in iter_targets([plain])] == ["https://bbc.com/", "https://example.org/"]
+    csvf = tmp_path / "bom.csv"
+    csvf.write_bytes("\ufeffurl,category_code\nhttps://a.example/,NEWS\n".encode())
+    assert [(t.url, t.category_code) for t in iter_targets([csvf])] == [("https://a.example/", "NEWS")]
