@@ -81,8 +81,12 @@ class AddressPolicy:
             return f"not an IP address: {ip!r}"
         if str(addr) in self.always or any(addr in n for n in self.allow):
             return None
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            # ::ffff:a.b.c.d *is* a.b.c.d on the wire: judge the IPv4 address alone
+            inner = self.refusal(addr.ipv4_mapped)
+            return None if inner is None else f"{inner} (embedded in {addr})"
         if isinstance(addr, ipaddress.IPv6Address):
-            embedded = addr.ipv4_mapped or addr.sixtofour or (addr.teredo[1] if addr.teredo else None)
+            embedded = addr.sixtofour or (addr.teredo[1] if addr.teredo else None)
             if embedded is not None:
                 inner = self.refusal(embedded)
                 if inner is not None:
@@ -217,20 +221,17 @@ class Guard:
 
 
 _ACTIVE: contextvars.ContextVar[Guard | None] = contextvars.ContextVar("censorscope_helper_guard", default=None)
-_INSTALLED = False
 
 
 def install_socket_guard() -> None:
-    """Wrap ``socket.connect``/``connect_ex``/``sendto`` once per process.
+    """Wrap ``socket.connect``/``connect_ex``/``sendto`` (once; again if someone restored the originals).
 
     The wrappers do nothing unless the calling task runs inside ``guarded()``.
     Installed lazily (when a helper app is created) so that it stacks on top
     of any wrapper already in place, such as the test suite's network rule.
     """
-    global _INSTALLED
-    if _INSTALLED:
-        return
-    _INSTALLED = True
+    if getattr(socket.socket.connect, "_censorscope_guard", False):
+        return  # already in place (checked on the method itself, so a restored socket class is re-guarded)
     orig_connect, orig_connect_ex, orig_sendto = socket.socket.connect, socket.socket.connect_ex, socket.socket.sendto
 
     def connect(self: socket.socket, address: Any) -> None:
@@ -251,6 +252,8 @@ def install_socket_guard() -> None:
             guard.check(args[-1])
         return orig_sendto(self, data, *args)
 
+    for wrapper in (connect, connect_ex, sendto):
+        wrapper._censorscope_guard = True  # type: ignore[attr-defined]
     socket.socket.connect = connect  # type: ignore[method-assign]
     socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
     socket.socket.sendto = sendto  # type: ignore[method-assign]

@@ -226,27 +226,36 @@ async def _sneaky_measure(target, net: Net, options):
             step.ok()
         except Exception as e:  # noqa: BLE001
             step.fail(e)
+    step = rec.begin("udp_send", ip="10.1.2.4", port=53)
+    sock = net.udp_socket(socket.AF_INET)
+    try:
+        sock.sendto(b"\x00" * 12, ("10.1.2.4", 53))
+        step.ok()
+    except Exception as e:  # noqa: BLE001
+        step.fail(e)
+    finally:
+        sock.close()
     return rec.observations
 
 
-def test_runtime_guard_blocks_what_the_precheck_could_not_see(monkeypatch, connects):
+def test_runtime_guard_blocks_what_the_precheck_could_not_see(monkeypatch):
     sneaky = types.ModuleType("censorscope_test_sneaky_probe")
     sneaky.NAME, sneaky.VERSION, sneaky.Options, sneaky.measure = "sneaky", "1", _SneakyOptions, _sneaky_measure
     monkeypatch.setitem(sys.modules, sneaky.__name__, sneaky)
     monkeypatch.setitem(registry.PROBES, "sneaky", sneaky.__name__)
     cfg = HelperConfig(allow=["127.0.0.0/8"], probes=("sneaky",), **FAST)
     with LoopbackListener() as srv, HelperThread(cfg) as h, client() as c:
-        connects.clear()
         r = c.post(h.url + "/v1/measure", json={"probe": "sneaky", "target": f"127.0.0.1:{srv.port}"})
     assert r.status_code == 200, r.text
     body = r.json()
-    first, second = body["observations"]
+    first, second, udp = body["observations"]
     assert first["failure"] is None
-    assert second["failure"] == "permission_denied"
+    assert second["failure"] == "permission_denied" and udp["failure"] == "permission_denied"
     assert body["refused_destinations"][0].startswith("10.1.2.3: ")
-    # the guard raised before the real connect(): the conftest rule never saw 10.1.2.3 either
-    assert "10.1.2.3" in connects  # our spy sits above the guard and saw the attempt ...
-    assert srv.accepted == 1  # ... and only the loopback connection happened
+    assert body["refused_destinations"][1].startswith("10.1.2.4: ")
+    # permission_denied is the guard's EACCES: the conftest network rule, below it, would have
+    # raised NetworkRuleViolation (an unknown_failure) had the attempt reached it
+    assert srv.accepted == 1  # only the loopback connection happened
 
 
 # --- tokens, limits, bad requests ---------------------------------------------------------------
