@@ -10,6 +10,7 @@ absolute time: timing checks are lower bounds or ratios.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import json
@@ -220,14 +221,42 @@ def test_query_to_address_without_dns_server_is_answered_by_injector(wire, censo
     assert wire.client(lambda: dns_exchange(A.NO_DNS_V4, "fine.example", hold=0.5)) == []
 
 
-def test_rst_injection_resets_both_ends_and_request_never_arrives(wire, censor):
-    c = censor([{"behaviour": "rst_injection", "http_keywords": ["falun"]}])
-    sport, outcome, _ = wire.client(lambda: http_request(SERVER, 80, "/%66alun"))
+@contextlib.contextmanager
+def capture(lab, role: str, directory: Path, bpf: str):
+    """tcpdump in namespace ``role`` while the block runs; yields a list filled with the packets afterwards."""
+    from scapy.utils import rdpcap
+
+    pcap, key = directory / f"{role}.pcap", f"censor-test-tcpdump-{role}"
+    packets: list = []
+    lab.topo.spawn(key, role, ["tcpdump", "-i", "any", "-n", "-U", "--immediate-mode", "-w", str(pcap), bpf])
+    try:
+        _wait(lambda: pcap.exists(), 10, "tcpdump did not start")
+        time.sleep(0.5)
+        yield packets
+        time.sleep(0.5)
+    finally:
+        lab.topo.stop(key)
+    packets.extend(rdpcap(str(pcap)))
+
+
+def test_rst_injection_resets_both_ends_and_request_never_arrives(wire, censor, tmp_path):
+    from scapy.layers.inet import IP, TCP
+
+    c = censor([{"behaviour": "rst_injection", "http_keywords": ["falun"], "ttl": 99}])
+    rst = f"host {SERVER} and tcp[tcpflags] & tcp-rst != 0"
+    with capture(wire.lab, "client", tmp_path, rst) as at_client, capture(wire.lab, "server", tmp_path, rst) as at_srv:
+        sport, outcome, _ = wire.client(lambda: http_request(SERVER, 80, "/%66alun"))
     assert outcome == "reset"
+    (rec,) = c.records("rst")
+    # on the wire: each end got one RST with the injector's TTL (99 at the client, one hop less at the
+    # server, behind the transit router) and the exact sequence number it accepts
+    (to_client,) = [p for p in at_client if p[IP].src == SERVER and p[TCP].dport == sport]
+    (to_server,) = [p for p in at_srv if p[IP].dst == SERVER and p[TCP].sport == sport]
+    assert to_client[IP].ttl == 99 and to_client[TCP].seq == rec["client_rst_seq"]
+    assert to_server[IP].ttl == 98 and to_server[TCP].seq == rec["server_rst_seq"]
     _wait(lambda: wire.server_events(sport), 10, "server saw nothing of the connection")
     (ev,) = wire.server_events(sport)
     assert ev["event"] == "reset" and ev["data"] == ""  # the server was reset and never got the request
-    (rec,) = c.records("rst")
     assert rec["flow"]["sport"] == sport and rec["value"] == "/falun"
     sport, outcome, data = wire.client(lambda: http_request(SERVER, 80, "/fine"))
     assert outcome == "ok" and data.endswith(b"real content\n")
@@ -329,14 +358,8 @@ def test_latency_adds_delay_each_way(wire, censor):
 def test_no_packet_leaves_the_lab_ranges(wire, censor, tmp_path):
     from scapy.layers.inet import IP
     from scapy.layers.inet6 import IPv6
-    from scapy.utils import rdpcap
 
-    lab = wire.lab
-    pcap = tmp_path / "censor.pcap"
-    lab.topo.spawn("censor-test-tcpdump", "censor", ["tcpdump", "-i", "any", "-n", "-U", "--immediate-mode", "-w", str(pcap)])
-    try:
-        _wait(lambda: pcap.exists(), 10, "tcpdump did not start")
-        time.sleep(0.5)
+    with capture(wire.lab, "censor", tmp_path, "ip or ip6") as packets:
         censor([
             {"behaviour": "dns_injection", "names": ["blocked.example"], "injectors": [{}, {"ttl": "copy"}]},
             {"behaviour": "rst_injection", "http_keywords": ["falun"]},
@@ -349,11 +372,7 @@ def test_no_packet_leaves_the_lab_ranges(wire, censor, tmp_path):
             wire.client(lambda: http_request(REJECTED, 80))[1],
             wire.client(lambda: tls_fetch(SERVER, "intercepted.example"))[0],
         ]
-        assert outcomes == [2, "reset", os.strerror(113), "ok"]
-        time.sleep(0.5)
-    finally:
-        lab.topo.stop("censor-test-tcpdump")
-    packets = [p for p in rdpcap(str(pcap)) if IP in p or IPv6 in p]
+    assert outcomes == [2, "reset", os.strerror(113), "ok"]
     routable = 0
     for p in packets:
         ip = p[IP] if IP in p else p[IPv6]
