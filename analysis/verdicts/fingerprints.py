@@ -63,6 +63,8 @@ def _regex(pattern: str) -> re.Pattern[str]:
 
 # --- HTTP -----------------------------------------------------------------
 def _headers(headers: Any) -> list[tuple[str, str]]:
+    if isinstance(headers, _Normalised):
+        return headers
     if isinstance(headers, dict):
         return [(str(k).lower(), str(v)) for k, v in headers.items()]
     out = []
@@ -70,6 +72,10 @@ def _headers(headers: Any) -> list[tuple[str, str]]:
         if isinstance(h, list | tuple) and len(h) == 2:
             out.append((str(h[0]).lower(), str(h[1])))
     return out
+
+
+class _Normalised(list):  # type: ignore[type-arg]
+    """Headers already lower-cased into (name, value) pairs: matched many times, normalised once."""
 
 
 def _header_matches(spec: dict[str, Any], headers: list[tuple[str, str]]) -> bool:
@@ -111,19 +117,34 @@ def _response_views(rt: dict[str, Any]) -> list[dict[str, Any]]:
     for hop in rt.get("hops") or []:
         if isinstance(hop, dict):
             loc = hop.get("location") or dict(_headers(hop.get("headers"))).get("location")
-            views.append({"body": "", "headers": hop.get("headers"), "locations": [loc] if loc else [],
+            views.append({"body": "", "headers": _Normalised(_headers(hop.get("headers"))),
+                          "locations": [loc] if loc else [],
                           "status": hop.get("status"),
                           "where": f"response to {hop.get('url')}" + (f" (redirect to {loc})" if loc else "")})
     final_loc = dict(_headers(rt.get("headers"))).get("location")
-    views.append({"body": rt.get("body_head") or "", "headers": rt.get("headers"),
+    views.append({"body": rt.get("body_head") or "", "headers": _Normalised(_headers(rt.get("headers"))),
                   "locations": [final_loc] if final_loc else [], "status": rt.get("status"), "where": "response"})
     return views
+
+
+@lru_cache(maxsize=1)
+def _body_prefilter() -> re.Pattern[str]:
+    """One case-insensitive pattern matching every body a body criterion could match (a superset):
+    most pages match no fingerprint, and one search rules them all out."""
+    parts = []
+    for fp in http_fingerprints()[0]:
+        parts += [re.escape(x) for x in fp.match.get("body_contains", ())]
+        if "body_regex" in fp.match:
+            parts.append(f"(?:{re.sub(r'^[(][?][a-z]+[)]', '', fp.match['body_regex'])})")
+    return re.compile("|".join(parts) or "(?!)", re.IGNORECASE | re.DOTALL)
 
 
 def match_blockpage(rt: dict[str, Any]) -> tuple[Fingerprint, str] | None:
     """The first block-page fingerprint an ``http_round_trip`` matches, with where it matched."""
     pages, _ = http_fingerprints()
     for view in _response_views(rt):
+        if not (view["body"] and _body_prefilter().search(view["body"])):
+            view["body"] = ""  # no body criterion can match: only header/location/status ones remain
         for fp in pages:
             if page_matches(fp, body=view["body"], headers=view["headers"], locations=view["locations"],
                             status=view["status"]):
@@ -170,6 +191,7 @@ _BOGONS = tuple(ipaddress.ip_network(n) for n in (
 ))
 
 
+@lru_cache(maxsize=65536)
 def is_bogon(address: str) -> bool:
     """True for addresses no public server uses: unspecified, loopback, private, CGN,
     link-local, multicast, reserved. Documentation ranges are not bogons here."""
