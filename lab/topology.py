@@ -122,7 +122,7 @@ def _write_sysctls(values: dict[str, str]) -> None:
 class Topology:
     """The five namespaces of one lab and the veth links between them.
 
-    ``up()`` builds them (removing leftovers of a lab with the same name first);
+    ``up()`` builds them (refusing when a lab with the same name exists);
     ``down()`` removes everything, whatever state it is in. Processes started with
     ``spawn`` are recorded in the state file and killed by ``down``.
     """
@@ -134,6 +134,7 @@ class Topology:
         self.namespaces = {role: sys_ns(name, role) for role in A.NAMESPACES}
         self.procs: dict[str, subprocess.Popen] = {}
         self._atexit = False
+        self._owned = False
 
     # --- state file -------------------------------------------------------
     @property
@@ -157,8 +158,12 @@ class Topology:
     def up(self) -> Topology:
         """Create namespaces, links, addresses, routes and sysctls."""
         require_root()
-        if self.state_file.exists() or any(netns.exists(ns) for ns in self.namespaces.values()):
-            teardown(self.name)  # leftovers of a crashed run with this name
+        if any(netns.exists(ns) for ns in self.namespaces.values()):
+            raise LabError(f"lab {self.name!r} is already up (or left over from a crash): "
+                           f"`censorscope lab down --name {self.name}` first")
+        if self.dir.exists():
+            teardown(self.name)  # files left by a run that never created namespaces
+        self._owned = True  # from here on, down() removes what this object (partly) built
         self.dir.mkdir(parents=True, exist_ok=True)
         self.update_state(
             name=self.name, namespaces=list(self.namespaces.values()),
@@ -215,7 +220,14 @@ class Topology:
         return "\n".join(lines) + "\n"
 
     def down(self) -> None:
-        """Kill every process in the lab and remove namespaces, ``/etc/netns`` dirs and state."""
+        """Kill every process in the lab and remove namespaces, ``/etc/netns`` dirs and state.
+
+        A no-op unless this object built the lab: a refused ``up`` never tears down
+        the lab that was already running under the same name.
+        """
+        if not self._owned:
+            return
+        self._owned = False
         for p in self.procs.values():
             with contextlib.suppress(OSError):
                 p.terminate()

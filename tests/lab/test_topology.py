@@ -183,3 +183,14 @@ def test_netns_call_in_is_thread_local(lab_session):
     inside = lab_session.topo.call_in("client", lambda: os.stat("/proc/thread-self/ns/net").st_ino)
     assert inside != own
     assert os.stat("/proc/thread-self/ns/net").st_ino == own
+
+
+def test_up_refuses_an_existing_lab(fresh_lab_name):
+    from censorscope.probes.errors import LabError
+
+    with Topology(fresh_lab_name) as first:
+        second = Topology(fresh_lab_name)
+        with pytest.raises(LabError, match="already up"):
+            second.up()
+        second.down()  # must not touch the lab it did not build
+        assert all(netns.exists(n) for n in first.namespaces.values())
