@@ -30,6 +30,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from censorscope.probes.errors import ConfigError
+from censorscope.probes.failures import classify
 from censorscope.probes.net import Net, split_host_port
 from censorscope.probes.observation import Observation, Recorder
 from censorscope.probes.vpn_common import (
@@ -91,8 +92,8 @@ async def _attempt(rec: Recorder, net: Net, t: Target, index: int, kind: str, pa
         else:
             step.fail("eof_error", outcome="eof", bytes_received=0)
     except Exception as exc:  # noqa: BLE001 - every failure is data
-        obs = step.fail(exc, bytes_received=0)
-        obs.fields["outcome"] = obs.failure
+        failure = classify(exc)
+        step.fail(failure, outcome=failure, bytes_received=0)
     finally:
         await close_writer(writer)
 

@@ -122,17 +122,30 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     alpn = list(cfg.get("alpn", options.alpn))
     timeout = float(cfg.get("timeout", options.timeout))
     rec = new_recorder(net)
+    # aioquic's idle timer outlives our deadline so that silence is always our generic_timeout_error
     conf = QuicConfiguration(is_client=True, alpn_protocols=alpn, verify_mode=ssl.CERT_NONE, server_name=sni,
-                             idle_timeout=timeout)
+                             idle_timeout=timeout + 5)
     step = rec.begin("quic_handshake", None, address=t.address, ip=t.host, port=t.port, proto="udp",
                      server_name=sni, alpn_offered=alpn)
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(timeout + 5):  # a backstop; the handshake has its own deadline below
             async with connect(t.host, t.port, configuration=conf, wait_connected=False) as client:
                 quic = client._quic  # aioquic keeps the negotiated state on the connection object
                 client.transmit()  # wait_connected=False leaves the first flight to us
+                waiter = asyncio.ensure_future(client.wait_connected())
+                done, _ = await asyncio.wait({waiter}, timeout=timeout)
+                if not done:
+                    step.fail(GENERIC_TIMEOUT)
+                    # close, then collect the waiter so that aioquic's ConnectionError is consumed
+                    client.close()
+                    await asyncio.wait({waiter}, timeout=2)
+                    if waiter.done() and not waiter.cancelled():
+                        waiter.exception()
+                    else:
+                        waiter.cancel()
+                    return rec.observations
                 try:
-                    await client.wait_connected()
+                    waiter.result()
                 except ConnectionError:
                     ev = quic._close_event
                     code = getattr(ev, "error_code", None)
