@@ -45,9 +45,12 @@ from censorscope.analysis.verdicts.core import (
 #: longest documented residual-blocking time, seconds (ESNI and FET: 120-180 s)
 RESIDUAL_WINDOW = 180.0
 
-#: methods whose failures a censor's residual state can cause, and that can leave such state
+#: methods whose failures a censor's residual state can cause
 #: (throttling too: a policed flow's queue can starve the next handshake to the same server)
 STATEFUL_METHODS = ("tcp.", "tls.sni_", "http.reset", "http.drop", "fet.", "quic.", "vpn.", "throttled")
+#: methods that are content triggers and so can leave residual state; address blocking
+#: (tcp.*) is the same for every input and leaves none
+TRIGGER_METHODS = tuple(m for m in STATEFUL_METHODS if m != "tcp.")
 
 #: method of a failure explained by residual censorship
 RESIDUAL = "residual"
@@ -188,8 +191,9 @@ class ResidualTracker:
                     f"on the same server and port {ep}: residual censorship of that server:port "
                     f"(up to {RESIDUAL_WINDOW:.0f} s) explains it, so it is not evidence that this input is "
                     f"blocked. It was: {v.evidence}"), ep)
-        for ep in endpoints:
-            self._last[(m.vantage_key, ep)] = (when, m.id, m.input, str(v.method))
+        if str(v.method).startswith(TRIGGER_METHODS):
+            for ep in endpoints:
+                self._last[(m.vantage_key, ep)] = (when, m.id, m.input, str(v.method))
         return v
 
 

@@ -651,3 +651,12 @@ def test_throttled_then_a_starved_handshake_is_still_throttling():
                    attempt=1, confirms="th1", start=20, ann={"retest_reason": "repeat of the real transfer: x"})
     v = one(first, [starved])
     assert (v.verdict, v.method) == ("blocked", "throttled") and "2 of 2 attempts" in v.evidence
+
+
+def test_address_blocking_leaves_no_residual_state_for_other_inputs():
+    a = meas("tcp", "203.0.113.190:443", [conn(1, "203.0.113.190:443", "generic_timeout_error")],
+             control_obs=[conn(1, "203.0.113.190:443")], mid="bh1", start=0)
+    b = meas("tls", "bridges.example:443", [conn(1, "203.0.113.190:443", "generic_timeout_error")],
+             control_obs=[conn(1, "203.0.113.190:443")], mid="bh2", start=5)
+    rows = {r.measurement_id: (r.verdict, r.method) for r in verdicts([a, b]).itertuples()}
+    assert rows == {"bh1": ("blocked", "tcp.blackhole"), "bh2": ("blocked", "tcp.blackhole")}
