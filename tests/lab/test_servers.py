@@ -205,3 +205,17 @@ def test_switch_back_clears_caches(use_scenario):
     lab = use_scenario("baseline")
     # a name of the previous scenario must not survive in any cache
     assert lab.topo.call_in("client", _query, A.RESOLVER_V4, "fine.example.org").rcode() == dns.rcode.NXDOMAIN
+
+
+def test_censorscope_dns_probe_against_resolver_and_nsd(use_scenario):
+    import json
+    import sys
+
+    lab = use_scenario("baseline")
+    want = [a for a in lab.scenario.site("www.example.com").addresses if ":" not in a]
+    for server in (A.RESOLVER_V4, A.AUTH_DNS_V4, f"[{A.RESOLVER_V6}]:53"):
+        r = lab.topo.run("client", [sys.executable, "-m", "censorscope", "probe", "dns", "www.example.com",
+                                    "--resolver", server, "--hold-window", "0.2", "--json"], env=lab.env())
+        (obs,) = json.loads(r.stdout)["observations"]
+        assert obs["failure"] is None and obs["addresses"] == want, (server, obs)
+        assert len(obs["responses"]) == 1  # nothing on the path answers twice in the baseline
