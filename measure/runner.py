@@ -35,6 +35,7 @@ Protocols below; the runner calls them when given.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import ipaddress
 import logging
@@ -235,6 +236,8 @@ class Runner:
         self._local_ip_cache: dict[str, str | None] = {}
         self._options_cache: dict[tuple[str, str | None], Any] = {}
         self._fatal: BaseException | None = None
+        self._unfinished_retests: list[tuple[Unit, str, list[Retest], int]] = []
+        self._stop = asyncio.Event()
         self._check_probes()
         self.summary = RunSummary(run_id=run_id, path=Path())
         self._planned = False
@@ -328,7 +331,7 @@ class Runner:
     # --- running ----------------------------------------------------------------
     async def run(self, writer: JsonlWriter, stop: asyncio.Event | None = None) -> RunSummary:
         """Measure every unit not yet done; stop early (in-flight ones finish) when ``stop`` is set."""
-        stop = stop or asyncio.Event()
+        stop = self._stop = stop or asyncio.Event()
         t0 = time.monotonic()
         if not self._planned:
             self.plan()
@@ -337,6 +340,8 @@ class Runner:
         s.path = writer.path
         if self.progress:
             self.progress.start(s.planned - s.already_done, s.already_done)
+        for unit, first_id, retests, first_attempt in self._unfinished_retests:
+            self._start_retests(unit, first_id, retests, first_attempt)
         workers: list[asyncio.Task[None]] = []
         try:
             bulk = bulk_dns_options(self)
@@ -349,9 +354,7 @@ class Runner:
                 workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.campaign.concurrency)]
                 await self._feed(queue, workers, stop)
             while self._retest_tasks and self._fatal is None:
-                if stop.is_set():
-                    for task in self._retest_tasks:
-                        task.cancel()
+                # a stop wakes re-tests waiting for their delay; those measuring finish and are stored
                 await asyncio.gather(*list(self._retest_tasks), return_exceptions=True)
         finally:
             for w in workers:
@@ -543,27 +546,52 @@ class Runner:
     def _schedule_retests(self, unit: Unit, m: dict[str, Any]) -> None:
         assert self.confirm is not None
         retests = self.confirm.retests(m)
-        if not retests:
-            return
-        task = asyncio.create_task(self._run_retests(unit, m["measurement_id"], retests))
+        if retests:
+            self._start_retests(unit, m["measurement_id"], retests, 1)
+
+    def _start_retests(self, unit: Unit, first_id: str, retests: list[Retest], first_attempt: int) -> None:
+        task = asyncio.create_task(self._run_retests(unit, first_id, retests, first_attempt))
         self._retest_tasks.add(task)
         task.add_done_callback(self._retest_tasks.discard)
 
-    async def _run_retests(self, unit: Unit, first_id: str, retests: list[Retest]) -> None:
-        for attempt, rt in enumerate(retests, 1):
-            if rt.delay > 0:
-                await asyncio.sleep(rt.delay)
-            if self.summary.stopped:
-                return
-            if rt.probe not in self.modules:
-                self.modules[rt.probe] = registry.load(rt.probe)
-            options = self.options_for(rt.probe, unit.resolver, rt.options)
-            runit = dataclasses.replace(unit, probe=rt.probe, target=rt.target)
-            ann = {"confirms": first_id, "retest_reason": rt.reason}
-            if rt.options:
-                ann["retest_options"] = rt.options
-            m = await self._measure(runit, options, attempt=attempt, annotations=ann)
-            self._store(m, first=False)
+    def resume_retests(self, unfinished: list[tuple[Unit, str, list[Retest], int]]) -> None:
+        """Re-tests an interrupted run still owed: (unit, first measurement id, re-tests, next attempt).
+
+        They start when ``run`` starts (see ``runs.unfinished_retests``).
+        """
+        self._unfinished_retests = unfinished
+
+    async def _run_retests(self, unit: Unit, first_id: str, retests: list[Retest], first_attempt: int) -> None:
+        try:
+            for attempt, rt in enumerate(retests, first_attempt):
+                if rt.delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), rt.delay)
+                if self.stopping(self._stop) or self._fatal is not None:
+                    return  # owed re-tests are run by a resume
+                if rt.probe not in self.modules:
+                    self.modules[rt.probe] = registry.load(rt.probe)
+                options = self.options_for(rt.probe, unit.resolver, rt.options)
+                runit = dataclasses.replace(
+                    unit, probe=rt.probe, target=rt.target, resolver=rt.options.get("resolver", unit.resolver)
+                )
+                ann = {"confirms": first_id, "retest_reason": rt.reason}
+                if rt.options:
+                    ann["retest_options"] = rt.options
+                m = await self._measure(runit, options, attempt=attempt, annotations=ann)
+                self._store(m, first=False)
+        except Exception as e:  # a re-test the confirmer got wrong, or the store failed: stop loudly
+            self._fatal = self._fatal or e
+
+
+def unit_of(measurement: dict[str, Any]) -> Unit:
+    """The unit a stored first measurement belongs to."""
+    ann = measurement.get("annotations") or {}
+    return Unit(
+        probe=measurement["probe"], target=measurement["input"], repetition=int(measurement.get("repetition") or 0),
+        resolver=(measurement.get("vantage") or {}).get("resolver"), url=ann.get("url", measurement["input"]),
+        category=ann.get("category_code"),
+    )
 
 
 def _first_peer(observations: list[dict[str, Any]]) -> str | None:

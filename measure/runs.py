@@ -13,9 +13,9 @@ the done-set from the JSONL and measures only what is missing: every unit is
 stored exactly once over all attempts. At the end the sidecar's status
 becomes ``complete`` or ``incomplete``.
 
-Known limit: confirmation re-tests that had not run when a run was killed are
-not re-scheduled by a resume (their first measurement is stored and counted
-as done).
+Confirmation re-tests a killed run still owed are found by asking the
+confirmer again about every stored first measurement (``unfinished_retests``)
+and run on resume.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import logging
 import random
 import time
 import types
+from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -36,13 +37,17 @@ from censorscope.measure.runner import (
     ControlProvider,
     DiskGuardLike,
     ProgressSink,
+    Retest,
     Runner,
     RunSummary,
+    Unit,
+    unit_of,
 )
 from censorscope.measure.store import (
     JsonlWriter,
     StoreProblem,
     check_run_id,
+    iter_measurements,
     jsonl_path,
     meta_path,
     new_run_id,
@@ -75,6 +80,32 @@ def _meta(run_id: str, campaign: Campaign, hashes: dict[str, str], status: str, 
         "campaign": campaign.to_dict(),
         **extra,
     }
+
+
+def unfinished_retests(path: Path, confirm: Confirmer) -> list[tuple[Unit, str, list[Retest], int]]:
+    """The confirmation re-tests an interrupted run still owes.
+
+    The confirmer is asked again about every stored first measurement; those
+    that want more re-tests than the store holds (``annotations.confirms``)
+    get the rest, numbered on from the last stored attempt.
+    """
+    def quiet(problem: StoreProblem) -> None:
+        """scan_done has reported them already."""
+
+    stored: Counter[str] = Counter()
+    for m in iter_measurements(path, quiet):
+        first = (m.get("annotations") or {}).get("confirms")
+        if first and int(m.get("attempt") or 0) > 0:
+            stored[first] += 1
+    owed = []
+    for m in iter_measurements(path, quiet):
+        if int(m.get("attempt") or 0) != 0:
+            continue
+        wanted = confirm.retests(m)
+        done = stored.get(m["measurement_id"], 0)
+        if len(wanted) > done:
+            owed.append((unit_of(m), m["measurement_id"], wanted[done:], done + 1))
+    return owed
 
 
 def prepare_new(campaign: Campaign) -> tuple[Campaign, str, Path]:
@@ -167,6 +198,8 @@ async def execute(
             campaign, run_id, done=done, probes=probes, control=control, confirm=confirm,
             progress=progress, disk_guard=disk_guard, net_factory=net_factory,
         )
+        if resume is not None and confirm is not None:
+            runner.resume_retests(unfinished_retests(path, confirm))
         runner.plan()  # reads the lists (strict errors surface here), before a new run writes anything
         if writer is None:
             try:

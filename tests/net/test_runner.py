@@ -359,3 +359,45 @@ def test_first_peer_of_observations():
     assert _first_peer([{"resolver": "https://doh.example/dns-query"}, {"resolver": "[::1]:53"}]) == "::1"
     assert _first_peer([{"ip": "127.0.0.3", "address": "127.0.0.4:1"}]) == "127.0.0.3"
     assert _first_peer([{"operation": "resolve", "query_name": "a.example"}]) is None
+
+
+def test_resume_runs_the_retests_an_interrupted_run_still_owed(tmp_path):
+    urls = ["http://a.example/", "http://b.example/fail", "http://c.example/fail"]
+    c = Campaign(lists=[_list(tmp_path, urls)], probes=["fake"], out=str(tmp_path / "o"), concurrency=3)
+
+    class SlowConfirm(Confirm):
+        def retests(self, measurement: dict) -> list[Retest]:
+            return [dataclasses.replace(r, delay=0.3 if i else 0.0)
+                    for i, r in enumerate(super().retests(measurement))]
+
+    async def interrupted() -> object:
+        stop = asyncio.Event()
+
+        class StopWhenAllFirstDone:
+            def start(self, total: int, done: int) -> None:
+                self.left = total
+
+            def advance(self, m: dict, failed: bool) -> None:
+                self.left -= 1
+                if self.left == 0:
+                    # first re-tests (no delay) may already be stored; the delayed second ones are not
+                    asyncio.get_running_loop().call_later(0.1, stop.set)
+
+        return await execute(c, probes={"fake": FakeProbe().module}, stop=stop, confirm=SlowConfirm(),
+                             progress=StopWhenAllFirstDone())
+
+    first = asyncio.run(interrupted())
+    assert first.measured == 3 and first.retests == 2  # attempt 1 of each failing target only
+    again = asyncio.run(execute(None, resume=first.run_id, out=tmp_path / "o", probes={"fake": FakeProbe().module},
+                                confirm=SlowConfirm()))
+    assert again.measured == 0 and again.retests == 2
+    ms = list(iter_measurements(first.path))
+    for url in urls[1:]:
+        rows = [m for m in ms if m["input"] == url]
+        assert sorted(m["attempt"] for m in rows) == [0, 1, 2]
+        first_id = next(m["measurement_id"] for m in rows if m["attempt"] == 0)
+        assert all(m["annotations"]["confirms"] == first_id for m in rows if m["attempt"])
+    # nothing is owed any more: a further resume measures nothing
+    third = asyncio.run(execute(None, resume=first.run_id, out=tmp_path / "o", probes={"fake": FakeProbe().module},
+                                confirm=SlowConfirm()))
+    assert third.measured == 0 and third.retests == 0
