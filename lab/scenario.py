@@ -239,14 +239,17 @@ def list_urls(spec: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for t in iter_targets([spec]):
         host = urlsplit(t.url).hostname
-        if host:
+        if host and _NAME.match(host) and not _is_ip(host):  # IP literals need no lab DNS or vhost
             out.setdefault(host, []).append(t.url)
     return out
 
 
-def list_hosts(spec: str) -> list[str]:
-    """Hosts of a target list, in list order, de-duplicated."""
-    return list(list_urls(spec))
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return False
 
 
 def parse(data: dict[str, Any], source: str = "<memory>") -> Scenario:
@@ -276,6 +279,8 @@ def parse(data: dict[str, Any], source: str = "<memory>") -> Scenario:
     urls: dict[str, list[str]] = {}
     if "sites_from_list" in data:
         spec = _str(data["sites_from_list"], "sites_from_list", where)
+        if spec != "default" and not Path(spec).is_absolute() and Path(source).is_file():
+            spec = str(Path(source).parent / spec)  # relative to the scenario file
         try:
             urls = list_urls(spec)
         except (ConfigError, OSError) as e:

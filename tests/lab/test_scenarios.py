@@ -155,3 +155,14 @@ def test_to_dict_is_json_ready():
     d = S.load("dns-injection").to_dict()
     assert json.loads(json.dumps(d))["truth"][0] == {
         "target": "blocked.example.com", "probe": "dns", "verdict": "blocked", "method": "dns.injection", "note": ""}
+
+
+def test_sites_from_a_list_file_next_to_the_scenario(tmp_path):
+    (tmp_path / "mylist.txt").write_text("https://one.example.com/a\nhttps://one.example.com/b\nhttp://two.example.org/\n"
+                                         "https://203.0.113.9/\n")
+    f = _write(tmp_path, 'name = "l"\ndescription = "d"\nsites_from_list = "mylist.txt"\n'
+                         '[default_truth]\nprobes = ["web"]\n')
+    sc = S.load_file(f)
+    assert [s.name for s in sc.sites] == ["one.example.com", "two.example.org"]  # no site for an IP literal
+    assert sorted(t.target for t in sc.truth) == [
+        "http://two.example.org/", "https://one.example.com/a", "https://one.example.com/b"]
