@@ -25,6 +25,7 @@ from censorscope.probes.vpn_common import (
     read_exact,
     scheme_target,
     tcp_connect,
+    unread,
 )
 from censorscope.probes.wire import socks as http_wire
 from censorscope.probes.wire import sstp as wire
@@ -96,6 +97,8 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     except (wire.SstpWireError, http_wire.HttpConnectWireError) as exc:
         step.fail(protocol_failure(str(exc)), response_head=buf[:64].hex(), **fields)
     except Exception as exc:  # noqa: BLE001 - every failure is data
+        if "tls_version" not in fields and unread(reader):
+            fields["pre_tls_head"] = unread(reader)[:64].hex()
         step.fail(exc, **fields)
     finally:
         await close_writer(writer)

@@ -36,6 +36,7 @@ from censorscope.probes.vpn_common import (
     read_exact,
     scheme_target,
     tcp_connect,
+    unread,
 )
 from censorscope.probes.wire import socks as socks_wire
 from censorscope.probes.wire import tor as wire
@@ -129,6 +130,8 @@ async def _handshake(rec: Recorder, net: Net, parent: int, reader: asyncio.Strea
     except wire.TorWireError as exc:
         step.fail(protocol_failure(str(exc)), **fields)
     except Exception as exc:  # noqa: BLE001 - every failure is data
+        if "tls_version" not in fields and unread(reader):
+            fields["pre_tls_head"] = unread(reader)[:64].hex()
         step.fail(exc, **fields)
 
 

@@ -235,3 +235,9 @@ def scheme_target(url: str, scheme: str) -> str | None:
     """``target_from_url`` of the VPN probes: a list entry ``scheme://...`` is the target itself;
     anything else (a website URL) is not for this probe."""
     return url.strip() if url.strip().lower().startswith(f"{scheme}://") else None
+
+
+def unread(reader: asyncio.StreamReader) -> bytes:
+    """Bytes the stream buffered but nobody read, e.g. a server (or an injector) that spoke before
+    our TLS handshake began: ``start_tls`` never sees them, so they are recorded instead."""
+    return bytes(getattr(reader, "_buffer", b""))

@@ -134,3 +134,27 @@ def test_tor_refused_and_not_tor():
     obs = run_probe("tor", f"127.0.0.1:{srv.getsockname()[1]}", timeout=3.0)
     srv.close()
     assert op(obs, "tor_handshake")["failure"] == "ssl_failed_handshake"
+
+
+@pytest.mark.net
+def test_tor_server_speaking_first_is_recorded():
+    """A peer that talks before the TLS handshake (an SSH server, or an injector): whatever the race,
+    the failure is a TLS one and bytes TLS never saw are kept as pre_tls_head."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+
+    def serve() -> None:
+        c, _ = srv.accept()
+        c.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+        while c.recv(1000):
+            pass
+        c.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    obs = run_probe("tor", f"127.0.0.1:{srv.getsockname()[1]}", timeout=2.0)
+    srv.close()
+    hs = op(obs, "tor_handshake")
+    assert hs["failure"] in ("ssl_failed_handshake", "generic_timeout_error"), hs
+    if hs["failure"] == "generic_timeout_error":
+        assert bytes.fromhex(hs["pre_tls_head"]).startswith(b"SSH-2.0-")
