@@ -117,6 +117,7 @@ def run_censorscope(
     ip: str, port: int, names: list[str], hold: float, concurrency: int, out_path: Path
 ) -> tuple[float, dict[str, int]]:
     counts = {"names": 0, "responses": 0, "answered": 0}
+    cpu0 = time.process_time()
     with open(out_path, "wb", buffering=1 << 20) as out:
         write = out.write
         dumps = orjson.dumps
@@ -131,6 +132,7 @@ def run_censorscope(
 
         stats = asyncio.run(resolve_many(
             names, f"{ip}:{port}", hold_window=hold, timeout=5.0, concurrency=concurrency, on_result=on_result))
+    counts["cpu_us"] = round((time.process_time() - cpu0) / max(stats.queries, 1) * 1e6, 1)
     counts["timeouts"] = stats.timeouts
     counts["unmatched"] = stats.unmatched
     return stats.qps, counts
@@ -175,7 +177,8 @@ def main() -> int:
             size = os.path.getsize(tmp / "out.jsonl")
             print(f"round {r + 1}: dnsperf {theirs[-1]:,.0f} qps, censorscope {qps:,.0f} qps "
                   f"({counts['names']} names, {counts['responses']} responses recorded, {counts['answered']} "
-                  f"answered, {counts['timeouts']} timeouts, {counts['unmatched']} unmatched, {size >> 20} MiB JSONL)")
+                  f"answered, {counts['timeouts']} timeouts, {counts['unmatched']} unmatched, {size >> 20} MiB JSONL, "
+                  f"{counts['cpu_us']} µs CPU per query)")
             if counts["names"] != len(names):
                 print("  ERROR: not every name was reported", file=sys.stderr)
                 return 1

@@ -64,6 +64,7 @@ _IPV6_RECVERR = 25
 _IPV6_RECVHOPLIMIT = 49 if not hasattr(socket, "IPV6_RECVHOPLIMIT") else socket.IPV6_RECVHOPLIMIT
 _IPV6_HOPLIMIT = 52 if not hasattr(socket, "IPV6_HOPLIMIT") else socket.IPV6_HOPLIMIT
 _MSG_ERRQUEUE = 0x2000
+_SOL_IP, _SOL_IPV6, _BYTEORDER = socket.IPPROTO_IP, socket.IPPROTO_IPV6, sys.byteorder
 _EE = struct.Struct("=IBBBBII")  # struct sock_extended_err
 _EE_ORIGIN_ICMP, _EE_ORIGIN_ICMP6 = 2, 3
 _RECV_SIZE = 65535
@@ -229,8 +230,8 @@ def enable_recv_metadata(sock: socket.socket) -> None:
 def ttl_from_ancdata(ancdata: list[tuple[int, int, bytes]]) -> int | None:
     """The IP TTL / hop limit from ``recvmsg`` control messages, if present."""
     for level, kind, value in ancdata:
-        if (level == socket.IPPROTO_IP and kind == _IP_TTL) or (level == socket.IPPROTO_IPV6 and kind == _IPV6_HOPLIMIT):
-            return int.from_bytes(value[:4], sys.byteorder)
+        if (kind == _IP_TTL and level == _SOL_IP) or (kind == _IPV6_HOPLIMIT and level == _SOL_IPV6):
+            return int.from_bytes(value[:4], _BYTEORDER)
     return None
 
 
