@@ -171,3 +171,20 @@ def test_openvpn_garbage_server():
     # 'H' = 0x48: opcode 9 (P_DATA_V2), not a control packet
     assert hs["failure"] == "unknown_failure: protocol_error: data-channel packet (P_DATA_V2)", hs
     assert hs["responses"][0]["size"] == 5
+
+
+def test_openvpn_toml_config(tmp_path, pki):
+    """The same client settings as TOML: tls-auth key and PKI as file paths (relative to the config)."""
+    cfg = tmp_path / "client.toml"
+    cfg.write_text(
+        f'proto = "udp"\ntls_auth = "{pki["ta"]}"\nkey_direction = 1\nauth = "SHA256"\n'
+        f'ca = "{pki["ca"]}"\ncert = "{pki["client_cert"]}"\nkey = "{pki["client_key"]}"\ntimeout = 10.0\n'
+    )
+    with netns() as ns:
+        srv, log = _server(tmp_path, pki, ns, "udp", "tls-auth", 21194)
+        with srv:
+            wait_for(lambda: log_has(log, "Initialization Sequence Completed"), what="openvpn server")
+            obs = run_probe_in(ns, "openvpn", "127.0.0.1:21194", config=str(cfg))
+            hs, tls = op(obs, "openvpn_handshake"), op(obs, "tls_handshake")
+            assert hs["failure"] is None and hs["wrap"] == "tls-auth" and hs["authenticated"] is True
+            assert tls["failure"] is None, tls
