@@ -54,6 +54,10 @@ class BarProgress:
         elapsed = max(time.monotonic() - self._t0, 1e-6)
         self._progress.update(self._task, advance=1, failures=self._failures, rate=self._done / elapsed)
 
+    def note(self, text: str) -> None:
+        """A message above the bar (printing directly would tear the bar)."""
+        self._progress.console.print(text, markup=False, highlight=False)
+
     def close(self) -> None:
         """Stop redrawing."""
         self._progress.stop()
@@ -90,6 +94,10 @@ class LogProgress:
                 f"progress: {self._done}/{self._total} ({100 * self._done / max(self._total, 1):.1f} %), "
                 f"{rate:.1f}/s, ETA {eta:.0f} s, {self._failures} with failures"
             )
+
+    def note(self, text: str) -> None:
+        """A message between the progress lines."""
+        self._line(text)
 
     def close(self) -> None:
         """Nothing to release."""

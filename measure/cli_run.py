@@ -86,7 +86,7 @@ def _campaign_from(params: dict[str, Any]) -> Campaign:
     )
 
 
-def _install_signals(stop: asyncio.Event, task: asyncio.Task[Any]) -> None:
+def _install_signals(stop: asyncio.Event, task: asyncio.Task[Any], progress: Any) -> None:
     loop = asyncio.get_running_loop()
 
     def on_signal() -> None:
@@ -94,7 +94,7 @@ def _install_signals(stop: asyncio.Event, task: asyncio.Task[Any]) -> None:
             task.cancel()  # second signal: give up on the measurements in flight
             return
         stop.set()
-        click.echo("stopping: finishing the measurements in flight (Ctrl-C again to abandon them)", err=True)
+        progress.note("stopping: finishing the measurements in flight (Ctrl-C again to abandon them)")
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
@@ -104,20 +104,20 @@ async def _main(campaign: Campaign | None, params: dict[str, Any], progress: Any
     stop = asyncio.Event()
     task = asyncio.current_task()
     assert task is not None
-    _install_signals(stop, task)
+    _install_signals(stop, task, progress)
 
     def on_start(s: RunSummary) -> None:
-        click.echo(f"run {s.run_id}: writing {s.path}", err=True)
+        progress.note(f"run {s.run_id}: writing {s.path}")
         stats = s.list_stats
         if stats is not None and stats.invalid:
             for p in stats.problems[:MAX_SHOWN_PROBLEMS]:
-                click.echo(f"warning: {p} (skipped)", err=True)
+                progress.note(f"warning: {p} (skipped)")
             more = stats.invalid - min(len(stats.problems), MAX_SHOWN_PROBLEMS)
             if more:
-                click.echo(f"warning: ... and {more} more invalid lines (see `censorscope lists show`)", err=True)
+                progress.note(f"warning: ... and {more} more invalid lines (see `censorscope lists show`)")
 
     def on_problem(p: StoreProblem) -> None:
-        click.echo(f"warning: {p} (skipped)", err=True)
+        progress.note(f"warning: {p} (skipped)")
 
     def tune(c: Campaign) -> Campaign:
         return c.override(concurrency=params["concurrency"], per_server=params["per_server"])
