@@ -3,7 +3,8 @@
 Transports: ``udp`` (our own receive loop, see below), ``tcp``, ``dot`` (TLS
 to port 853 with ALPN ``dot``, trusting ``Net.tls_context``'s anchors) and ``doh`` (RFC 8484
 over httpx, a fresh client per query, so no connection is reused across
-measurements).
+measurements; a DoH URL that names a host is resolved by httpx through the
+system resolver: use a URL with an IP literal to avoid that).
 
 Why UDP has its own receive loop: an on-path injector (the GFW) answers
 first and the real resolver's answer arrives later; a stub resolver keeps the
@@ -276,6 +277,7 @@ async def _udp(
     responses: list[dict[str, Any]] = state["responses"]
     icmp_errors: list[dict[str, Any]] = state["icmp_errors"]
     first: asyncio.Future[float] = loop.create_future()
+    question = dnswire.question_bytes(dnswire.encode_name(qname), qtype)
 
     def on_readable() -> None:
         # Drain everything that is ready; a wake-up can carry the forged and the real answer.
@@ -295,7 +297,7 @@ async def _udp(
             now = rec.now()
             responses.append(response_record(
                 data, now, format_host_port(addr[0], addr[1]), ttl_from_ancdata(ancdata), qid, qname, qtype,
-                dnswire.question_bytes(dnswire.encode_name(qname), qtype)))
+                question))
             if not first.done():
                 first.set_result(now)
 
