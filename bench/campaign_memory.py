@@ -5,26 +5,20 @@
 Targets are http://127.0.0.1:PORT/0 ... /N-1 (IP literals: nothing is
 resolved), probe ``http``, one repetition. The server is nginx when it is
 installed (``return 200``), else a small asyncio server in its own process.
-The campaign runs in a child process (``runs.execute``, the library behind
-``censorscope run``) so that its peak RSS is measured alone
-(``getrusage(RUSAGE_CHILDREN)`` after it exits).
+The campaign is ``censorscope run`` in a child process, so that its peak RSS
+is measured alone (``getrusage(RUSAGE_CHILDREN)`` after it exits).
 
 Reference: the task's bound of 300 MB peak RSS; the script prints
-``peak/300MB`` (below 1.0 passes) and the throughput in measurements/s.
-
-The child caches TLS client contexts across measurements (``CachedNet``):
-``Net.tls_context`` loads the system CA store on every call (~70 ms CPU here),
-which otherwise dominates the http probe's cost and says nothing about the
-campaign machinery this benchmark is about. ``--uncached`` measures without it.
+``peak/300MB`` (below 1.0 passes), the throughput in measurements/s, the
+campaign's CPU time per measurement and the load average (the machine is
+shared: throughput swings with other work, CPU per measurement less so).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import dataclasses
-import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -89,50 +83,11 @@ def start_server(workdir: Path, port: int) -> subprocess.Popen:
     raise SystemExit("loopback server did not start")
 
 
-def child(args: argparse.Namespace) -> None:
-    """The measured process: one campaign run, summary as JSON on stdout."""
-    from censorscope.measure.campaign import Campaign
-    from censorscope.measure.runs import execute
-    from censorscope.probes.net import Net
-
-    @dataclasses.dataclass
-    class CachedNet(Net):
-        """A Net whose TLS contexts are built once per (verify, alpn) (see the module docstring)."""
-
-        contexts: dict = dataclasses.field(default_factory=dict)
-
-        def tls_context(self, *, verify: bool = True, alpn: list[str] | None = None):
-            key = (verify, tuple(alpn or ()))
-            if key not in self.contexts:
-                self.contexts[key] = super().tls_context(verify=verify, alpn=alpn)
-            return self.contexts[key]
-
-    def factory(resolver: str | None) -> Net:
-        return Net(resolver=resolver) if args.uncached else CachedNet(resolver=resolver)
-
-    campaign = Campaign(
-        lists=[args.list], probes=["http"], out=args.out, concurrency=args.concurrency,
-        per_server=args.concurrency, seed=1, timeout=30.0,
-    )
-    summary = asyncio.run(execute(campaign, net_factory=factory))
-    print(json.dumps({
-        "measured": summary.measured, "runtime": summary.runtime, "path": str(summary.path),
-        "outcomes": dict(summary.per_failure),
-    }))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--targets", type=int, default=100_000)
     ap.add_argument("--concurrency", type=int, default=200)
-    ap.add_argument("--uncached", action="store_true", help="Use Net as it is (CA store loaded per request).")
-    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--list", help=argparse.SUPPRESS)
-    ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.child:
-        child(args)
-        return
 
     with tempfile.TemporaryDirectory(prefix="cs-bench-") as tmp:
         work = Path(tmp)
@@ -143,8 +98,9 @@ def main() -> None:
             with lst.open("w") as f:
                 for i in range(args.targets):
                     f.write(f"http://127.0.0.1:{port}/{i}\n")
-            cmd = [sys.executable, __file__, "--child", "--list", str(lst), "--out", str(work / "results"),
-                   "--concurrency", str(args.concurrency)] + (["--uncached"] if args.uncached else [])
+            cmd = [sys.executable, "-m", "censorscope", "run", "--list", str(lst), "--probe", "http",
+                   "--out", str(work / "results"), "--concurrency", str(args.concurrency),
+                   "--per-server", str(args.concurrency), "--seed", "1", "--timeout", "30"]
             t0 = time.monotonic()
             r = subprocess.run(cmd, capture_output=True, text=True)
             wall = time.monotonic() - t0
@@ -154,18 +110,23 @@ def main() -> None:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=10)
         if r.returncode != 0:
-            print(r.stderr[-3000:], file=sys.stderr)
+            print(r.stdout[-2000:], r.stderr[-2000:], file=sys.stderr)
             raise SystemExit(f"campaign failed with exit code {r.returncode}")
-        result = json.loads(r.stdout.strip().splitlines()[-1])
-        with open(result["path"], "rb") as f:
+        summary = re.search(r"^run \S+: (\d+) measured this time.*; ([0-9.]+) s \(", r.stdout, re.M)
+        outcomes = re.search(r"^outcomes: (.*)$", r.stdout, re.M)
+        path = re.search(r"^results: (.*)$", r.stdout, re.M)
+        if not (summary and outcomes and path):
+            raise SystemExit(f"unexpected output of censorscope run:\n{r.stdout}")
+        measured, runtime = int(summary.group(1)), float(summary.group(2))
+        with open(path.group(1), "rb") as f:
             lines = sum(1 for _ in f)
     peak_mb = peak_kb / 1024
     print(f"targets: {args.targets}, concurrency: {args.concurrency}, stored lines: {lines}, "
-          f"outcomes: {result['outcomes']}")
+          f"outcomes: {outcomes.group(1)}")
     print(f"peak RSS: {peak_mb:.1f} MB; peak/{REFERENCE_MB:.0f}MB = {peak_mb / REFERENCE_MB:.3f}")
-    print(f"throughput: {result['measured'] / result['runtime']:.0f} measurements/s "
-          f"(run {result['runtime']:.1f} s, wall incl. start-up {wall:.1f} s); "
-          f"campaign CPU {1000 * cpu / max(result['measured'], 1):.2f} ms per measurement, load average "
+    print(f"throughput: {measured / runtime:.0f} measurements/s "
+          f"(run {runtime:.1f} s, wall incl. start-up {wall:.1f} s); "
+          f"campaign CPU {1000 * cpu / max(measured, 1):.2f} ms per measurement, load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     if lines != args.targets:
         raise SystemExit(f"expected {args.targets} stored measurements, found {lines}")
