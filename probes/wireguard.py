@@ -144,6 +144,11 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
                 error = error or str(exc)
         fields.update(bytes_sent=sent, cookie_retry=cookie_retry)
         if valid is not None:
+            try:
+                sock.send(ini.keepalive())  # as a real peer does: confirms the session to the server
+                fields["keepalive_sent"] = True
+            except OSError:
+                fields["keepalive_sent"] = False
             step.ok(**fields, server_sender_index=valid.sender)
         elif mode != "handshake":
             if res.failure == "connection_refused":

@@ -178,6 +178,9 @@ class Initiator:
         self.ephemeral = X25519PrivateKey.from_private_bytes(ephemeral_private or os.urandom(32))
         self.message: bytes | None = None
         self._c = self._h = b""
+        self.send_key: bytes | None = None
+        self.receive_key: bytes | None = None
+        self.receiver_index: int | None = None
 
     @property
     def static_public(self) -> bytes:
@@ -232,7 +235,19 @@ class Initiator:
         c, tau, k = kdf(c, self.psk, 3)
         h = blake2s(h, tau)
         aead_decrypt(k, 0, m.encrypted_nothing, h)
+        self.send_key, self.receive_key = kdf(c, b"", 2)  # whitepaper s5.4.5: the transport keys
+        self.receiver_index = m.sender
         return m
+
+    def keepalive(self) -> bytes:
+        """The first transport message (type 4, counter 0) with an empty payload: a keepalive.
+
+        Sending it confirms the session to the responder, which only then
+        counts the handshake as complete (``wg show latest-handshakes``).
+        """
+        if self.send_key is None or self.receiver_index is None:
+            raise WireGuardWireError("no validated handshake response yet")
+        return struct.pack("<B3xIQ", TRANSPORT, self.receiver_index, 0) + aead_encrypt(self.send_key, 0, b"", b"")
 
     def cookie_from_reply(self, data: bytes) -> bytes:
         """Decrypt a cookie reply (XChaCha20-Poly1305 keyed by HASH(LABEL_COOKIE || Spub_r))."""

@@ -49,11 +49,15 @@ def test_wireguard_real_handshake(wg_server):
     assert hs["failure"] is None, hs
     assert hs["mode"] == "handshake" and hs["responses"][0]["type"] == "handshake_response"
     assert hs["responses"][0]["valid"] is True and hs["bytes_sent"] == 148
-    # the server accounted our initiation to the configured peer (it confirms the session only
-    # after a first transport packet, which the probe does not send)
-    out = subprocess.run(["ip", "netns", "exec", s["ns"], "wg", "show", s["ifname"], "transfer"],
-                         capture_output=True, text=True, check=True).stdout
-    assert int(out.split()[1]) >= 148 and int(out.split()[2]) >= 92
+    assert hs["keepalive_sent"] is True
+    # the keepalive (our first transport message) decrypted on the server: it now records the handshake
+
+    def server_saw_handshake() -> bool:
+        out = subprocess.run(["ip", "netns", "exec", s["ns"], "wg", "show", s["ifname"], "latest-handshakes"],
+                             capture_output=True, text=True, check=True).stdout
+        return out.split()[1] != "0"
+
+    wait_for(server_saw_handshake, timeout=10, what="handshake recorded by wireguard-go")
 
 
 def test_wireguard_wrong_psk_does_not_verify(wg_server):
