@@ -117,3 +117,98 @@ def test_helper_in_lab_refuses_what_the_allow_list_does_not_cover(helper_in_cont
     assert code == 200
     assert lab.topo.call_in("client", ask, "10.0.0.1:80") == 403
     assert lab.topo.call_in("client", ask, "127.0.0.1:22") == 403
+
+
+RESIDUAL = """
+name = "residual-short"
+description = "SNI trigger resets the flow and punishes (client, server, 443) for 10 s"
+
+[[site]]
+name = "trigger.example.org"
+address = ["203.0.113.161", "2001:db8:3::1:161"]
+
+[[site]]
+name = "bystander.example.org"
+address = ["203.0.113.161", "2001:db8:3::1:161"]
+
+[[censor]]
+behaviour = "rst_injection"
+sni = ["trigger.example.org"]
+
+[[censor]]
+behaviour = "residual"
+duration = 10.0
+mode = "reset"
+probability = 1.0
+
+[[truth]]
+target = "https://trigger.example.org/"
+probe = "web"
+verdict = "blocked"
+method = "tls.sni_reset"
+
+[[truth]]
+target = "https://bystander.example.org/"
+probe = "web"
+verdict = "ok"
+"""
+
+
+def _run(lab, tmp_path: Path, name: str, body: str, out: Path) -> None:
+    campaign = tmp_path / f"{name}.toml"
+    campaign.write_text(f'name = "{name}"\n' + body, encoding="utf-8")
+    run = subprocess.run(lab.exec_argv("client", [EXE, "run", str(campaign), "--out", str(out)]),
+                         capture_output=True, text=True, env=lab.env(), timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_sni_reset_and_residual_penalty_told_apart_by_confirmation(helper_in_control, tmp_path):
+    scenario = tmp_path / "residual-short.toml"
+    scenario.write_text(RESIDUAL, encoding="utf-8")
+    lab, url = helper_in_control(scenario)
+    trigger, bystander = "https://trigger.example.org/", "https://bystander.example.org/"
+    common = f"""
+[run]
+probes = ["web"]
+resolvers = ["{A.RESOLVER_V4}"]
+[control]
+url = "{url}"
+[confirm]
+attempts = 1
+spacing = 12         # past the 10 s penalty box
+innocuous_sni = "bystander.example.org"
+"""
+    out = tmp_path / "out"
+    _run(lab, tmp_path, "trigger", f'[targets]\nurls = ["{trigger}"]\n' + common, out)
+    # trigger again, then measure the bystander at once: inside the penalty box
+    poke = subprocess.run(lab.exec_argv("client", [EXE, "probe", "tls", "203.0.113.161:443", "--sni",
+                                                   "trigger.example.org", "--timeout", "3"]),
+                          capture_output=True, text=True, env=lab.env(), timeout=60)
+    assert "connection_reset" in poke.stdout, poke.stdout + poke.stderr
+    _run(lab, tmp_path, "bystander", f'[targets]\nurls = ["{bystander}"]\n' + common, out)
+
+    ms = [m for path in out.glob("**/*.jsonl") for m in iter_measurements(path)]
+    by_input = {}
+    for m in ms:
+        by_input.setdefault(m["input"], []).append(m)
+    # the trigger: a repeat, then the innocuous and the real SNI on the same address
+    trig = sorted(by_input[trigger], key=lambda m: m["attempt"])
+    assert [m["attempt"] for m in trig] == [0, 1]
+    tls_retests = [m for m in ms if m["probe"] == "tls"]
+    assert [m["annotations"]["retest_options"]["sni"] for m in tls_retests] == [
+        "bystander.example.org", "trigger.example.org"]
+    innocuous, real = ([o for o in m["observations"] if o["operation"] == "tls_handshake"][0] for m in tls_retests)
+    assert innocuous["failure"] is None and real["failure"] == "connection_reset"
+    # the bystander was caught by the penalty box first, and passed once it expired
+    bys = sorted(by_input[bystander], key=lambda m: m["attempt"])
+    first_failures = {o["failure"] for o in bys[0]["observations"] if o["failure"]}
+    assert "connection_reset" in first_failures, bys[0]["observations"]
+    assert not any(o["failure"] for o in bys[1]["observations"] if o["operation"] != "dns_query")
+    # controls came from the uncensored side
+    assert all(m["control"]["failure"] is None for m in ms)
+
+    rows = {(r["input"], r["probe"]): r for r in verdict_rows(str(out))}
+    assert (rows[(trigger, "web")]["verdict"], rows[(trigger, "web")]["method"]) == ("blocked", "tls.sni_reset"), \
+        json.dumps(rows[(trigger, "web")])
+    assert rows[(bystander, "web")]["verdict"] == "ok", json.dumps(rows[(bystander, "web")])
