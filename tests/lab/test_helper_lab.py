@@ -212,3 +212,35 @@ innocuous_sni = "bystander.example.org"
     assert (rows[(trigger, "web")]["verdict"], rows[(trigger, "web")]["method"]) == ("blocked", "tls.sni_reset"), \
         json.dumps(rows[(trigger, "web")])
     assert rows[(bystander, "web")]["verdict"] == "ok", json.dumps(rows[(bystander, "web")])
+
+
+def test_dns_injection_confirmed_by_a_silent_address(helper_in_control, tmp_path):
+    lab, url = helper_in_control("dns-injection")
+    out = tmp_path / "out"
+    _run(lab, tmp_path, "dns", f"""
+[targets]
+urls = ["https://blocked.example.com/", "https://www.example.com/"]
+[run]
+probes = ["dns"]
+resolvers = ["{A.RESOLVER_V4}"]
+[control]
+url = "{url}"
+[confirm]
+attempts = 1
+spacing = 0.2
+no_dns_server = "{A.NO_DNS_V4}"
+""", out)
+    ms = [m for path in out.glob("**/*.jsonl") for m in iter_measurements(path)]
+    blocked = [m for m in ms if m["input"] == "blocked.example.com"]
+    silent = [m for m in blocked if m["annotations"].get("retest_options", {}).get("resolver") == A.NO_DNS_V4]
+    assert len(silent) == 1, [m["annotations"] for m in blocked]
+    (q,) = silent[0]["observations"]
+    assert q["responses"] and all(a in A.FORGED_POOL_V4 for r in q["responses"] for a in r["addresses"])
+    # the control asked the helper's (public) resolver and got the real answer, once
+    (cq,) = blocked[0]["control"]["observations"]
+    assert cq["resolver"].startswith(A.PUBLIC_RESOLVER_V4) and len(cq["responses"]) == 1
+    assert not [m for m in ms if m["input"] == "www.example.com" and m["attempt"] > 0]  # nothing to confirm
+    rows = {(r["input"], r["probe"]): r for r in verdict_rows(str(out))}
+    assert (rows[("blocked.example.com", "dns")]["verdict"], rows[("blocked.example.com", "dns")]["method"]) == \
+        ("blocked", "dns.injection"), json.dumps(rows[("blocked.example.com", "dns")])
+    assert rows[("www.example.com", "dns")]["verdict"] == "ok", json.dumps(rows[("www.example.com", "dns")])
