@@ -93,13 +93,16 @@ async def run_probe(module: types.ModuleType, target: str, net: Net, options: An
     )
 
 
-def _human(measurement: dict[str, Any]) -> str:
+def _human(measurement: dict[str, Any], describe: Any = None) -> str:
+    """One line per observation; ``describe`` (a probe's optional ``describe(observation) -> lines``) adds detail."""
     lines = [f"{measurement['probe']} {measurement['input']}  ({measurement['runtime']:.3f} s)"]
     for o in measurement["observations"]:
         extra = {k: v for k, v in o.items() if k not in ("id", "operation", "parent_id", "t0", "t", "failure")}
         brief = ", ".join(f"{k}={v}" for k, v in list(extra.items())[:6] if not isinstance(v, dict | list))
         status = o["failure"] or "ok"
         lines.append(f"  #{o['id']:<3} {o['operation']:<18} {o['t'] * 1000:8.1f} ms  {status:<24} {brief}")
+        if describe is not None:
+            lines += [f"        {line}" for line in describe(o)]
     return "\n".join(lines)
 
 
@@ -112,7 +115,7 @@ def _make_command(name: str) -> click.Command:
         if as_json:
             click.echo(json.dumps(measurement, ensure_ascii=False))
         else:
-            click.echo(_human(measurement))
+            click.echo(_human(measurement, getattr(module, "describe", None)))
 
     params: list[click.Parameter] = [click.Argument(["target"], metavar=module.TARGET_HELP)]
     params += options_from_dataclass(module.Options)

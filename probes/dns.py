@@ -460,6 +460,29 @@ async def query(
     return step.fail(failure, **fields) if failure is not None else step.ok(**fields)
 
 
+def describe(observation: dict[str, Any]) -> list[str]:
+    """Human-readable lines for ``censorscope probe dns``: every response and ICMP error, in order."""
+    if observation.get("operation") != "dns_query":
+        return []
+    lines = []
+    for r in observation.get("responses", []):
+        head = f"{r['t'] * 1000:8.1f} ms  from {r['source']}"
+        if r.get("ip_ttl") is not None:
+            head += f" (ip ttl {r['ip_ttl']})"
+        if r["parse_error"] is not None:
+            lines.append(f"{head}  unparseable ({r['size']} bytes): {r['parse_error']}")
+            continue
+        flags = [name for name, bad in (("ID MISMATCH", r["id_mismatch"]), ("QUESTION MISMATCH", r["question_mismatch"]))
+                 if bad]
+        answers = ", ".join(f"{a['type']} {a['data']} (ttl {a['ttl']})" for a in r["answers"]) or "no answers"
+        lines.append(f"{head}  id {r['query_id']} {r['rcode']} [{' '.join(r['flags'])}] {answers}"
+                     + (f"  {', '.join(flags)}" if flags else ""))
+    for e in observation.get("icmp_errors", []):
+        lines.append(f"{e['t'] * 1000:8.1f} ms  ICMP type {e['icmp_type']} code {e['icmp_code']} from {e['source']}: "
+                     f"{e['failure']}")
+    return lines
+
+
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     """Query ``target`` (A, AAAA or both) once through the chosen resolver and transport."""
     name = normalize_name(target)

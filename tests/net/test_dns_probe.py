@@ -228,3 +228,15 @@ def test_cli_prints_exactly_one_json_object():
 def test_cli_rejects_bad_resolver_with_usage_exit_code():
     result = CliRunner().invoke(cli, ["probe", "dns", "example.com", "--resolver", "not-an-ip", "--json"])
     assert result.exit_code == 2 and "IP[:PORT]" in result.output
+
+
+def test_cli_human_output_lists_every_response():
+    with UDPServer(inject_then_answer) as server:
+        result = CliRunner().invoke(cli, ["probe", "dns", "example.com", "--resolver", server.address,
+                                          "--hold-window", "0.3"])
+    assert result.exit_code == 0, result.output
+    forged = [line for line in result.output.splitlines() if FORGED in line]
+    real = [line for line in result.output.splitlines() if REAL in line]
+    assert len(forged) == 1 and len(real) == 1
+    assert f":{server.injector_port}" in forged[0] and "NOERROR" in real[0]
+    assert result.output.index(FORGED) < result.output.index(REAL)
