@@ -31,7 +31,11 @@ def charon(tmp_path_factory):
     (tmp / "swanctl.conf").write_text(
         "connections { test { local_addrs = 127.0.0.1\n proposals = aes128-sha256-modp2048\n"
         " local { auth = psk\n id = server }\n remote { auth = psk }\n"
-        " children { c { esp_proposals = aes128-sha256 } } } }\n"
+        " children { c { esp_proposals = aes128-sha256 } } }\n"
+        # a responder on 127.0.0.2 that accepts nothing the probe offers (ECP-384 only)
+        " nope { local_addrs = 127.0.0.2\n proposals = aes256gcm16-prfsha384-ecp384\n"
+        " local { auth = psk\n id = nope }\n remote { auth = psk }\n"
+        " children { c { esp_proposals = aes256gcm16 } } } }\n"
         'secrets { ike-1 { secret = "censorscope" } }\n'
     )
     (tmp / "run.sh").write_text(
@@ -76,6 +80,16 @@ def test_ikev2_nat_t_port_4500(charon):
     assert sa["failure"] is None, sa
     assert sa["nat_t"] is True and sa["attempts"][0]["bytes_sent"] % 4 == 0
     assert sa["result"] in ("SA",) and sa["spi_r"] != "0" * 16
+
+
+def test_ikev2_no_proposal_chosen(charon):
+    obs = run_probe_in(charon, "ikev2", "ikev2://127.0.0.2")
+    sa = op(obs, "ikev2_sa_init")
+    assert sa["failure"] is None, sa  # the responder answered: that is what the operation records
+    assert sa["result"] == "NO_PROPOSAL_CHOSEN" and sa["chosen_proposal"] is None
+    # no KE retry (nothing to retry with); a COOKIE round first if earlier tests left half-open SAs
+    assert [a["group"] for a in sa["attempts"]] in ([19], [19, 19])
+    assert sa["attempts"][-1]["responses"][0]["notifies"][0]["name"] == "NO_PROPOSAL_CHOSEN"
 
 
 @pytest.mark.net
