@@ -21,7 +21,9 @@ Shape of a run::
 * **Memory** stays bounded for any list size: lists are streamed, the queue is
   bounded, and only the de-duplication/done sets grow with the list.
 * **Concurrency**: ``concurrency`` workers, and at most ``per_server``
-  measurements at a time against one server (the input's host).
+  measurements at a time against one server (the input's host). Units of a
+  server at its limit are parked (a bounded number) so the workers keep
+  measuring other servers instead of queueing behind one.
 * **Failures are data**: a probe that raises ``ProbeError`` for one target
   (it could not run) yields a measurement with no observations and
   ``annotations.probe_error``; a probe that overruns its watchdog
@@ -35,6 +37,7 @@ Protocols below; the runner calls them when given.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import ipaddress
@@ -65,6 +68,7 @@ SHUFFLE_WINDOW = 4096
 WATCHDOG_FACTOR = 4.0
 WATCHDOG_MIN = 30.0
 DEFAULT_PROBE_TIMEOUT = 10.0
+PARK_FACTOR = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +242,8 @@ class Runner:
         self._fatal: BaseException | None = None
         self._unfinished_retests: list[tuple[Unit, str, list[Retest], int]] = []
         self._stop = asyncio.Event()
+        self._parked: dict[str, collections.deque[Unit]] = {}
+        self._parked_count = 0
         self._check_probes()
         self.summary = RunSummary(run_id=run_id, path=Path())
         self._planned = False
@@ -375,10 +381,41 @@ class Runner:
                 continue
             if self._fatal is not None:
                 break
+            if self._park(unit):
+                continue
             await queue.put(unit)
         for _ in workers:
             await queue.put(None)
         await asyncio.gather(*workers)
+
+    def _park(self, unit: Unit) -> bool:
+        """Set aside a unit whose server is at its limit, so workers stay busy with other servers.
+
+        Without this, a run of units for one server would tie up every worker
+        waiting on that server's limit (head-of-line blocking). Parked units
+        are picked up by the workers finishing that server's measurements;
+        at most ``PARK_FACTOR`` x concurrency are parked, then the producer
+        waits as before (memory stays bounded).
+        """
+        host = server_of(unit.target, unit.url)
+        entry = self._servers.get(host)
+        if entry is None or entry[1] < self.campaign.per_server:
+            return False
+        if self._parked_count >= PARK_FACTOR * self.campaign.concurrency:
+            return False
+        self._parked.setdefault(host, collections.deque()).append(unit)
+        self._parked_count += 1
+        return True
+
+    def _unpark(self, host: str) -> Unit | None:
+        parked = self._parked.get(host)
+        if not parked:
+            return None
+        unit = parked.popleft()
+        if not parked:
+            del self._parked[host]
+        self._parked_count -= 1
+        return unit
 
     def stopping(self, stop: asyncio.Event) -> bool:
         """True (and the reason recorded) once no new measurement may start."""
@@ -397,17 +434,20 @@ class Runner:
         # A worker never dies early: after a fatal error (the store failed) it keeps
         # draining the queue so the producer cannot block on a full queue.
         while True:
-            unit = await queue.get()
+            unit: Unit | None = await queue.get()
             if unit is None:
                 return
-            if self.summary.stopped or self._fatal is not None:
-                continue  # stop starting new measurements
-            try:
-                options = self._options_cache[(unit.probe, unit.resolver)]
-                m = await self._measure(unit, options, attempt=0, annotations={})
-                self.finish_unit(unit, m)
-            except Exception as e:
-                self._fatal = self._fatal or e
+            if self._park(unit):
+                continue  # its server reached the limit while it sat in the queue
+            # after each measurement, take over a unit parked for the same server
+            while unit is not None and not self.summary.stopped and self._fatal is None:
+                try:
+                    options = self._options_cache[(unit.probe, unit.resolver)]
+                    m = await self._measure(unit, options, attempt=0, annotations={})
+                    self.finish_unit(unit, m)
+                except Exception as e:
+                    self._fatal = self._fatal or e
+                unit = self._unpark(server_of(unit.target, unit.url))
 
     def _server_slot(self, host: str) -> Any:
         entry = self._servers.get(host)

@@ -401,3 +401,28 @@ def test_resume_runs_the_retests_an_interrupted_run_still_owed(tmp_path):
     third = asyncio.run(execute(None, resume=first.run_id, out=tmp_path / "o", probes={"fake": FakeProbe().module},
                                 confirm=SlowConfirm()))
     assert third.measured == 0 and third.retests == 0
+
+
+def test_a_busy_server_does_not_hold_up_the_others(tmp_path):
+    # 40 URLs on one host (fewer than the 4 x 8 units that may be parked), 8 on others;
+    # per-server limit 2, 8 workers
+    busy = [f"http://busy.example/{i}" for i in range(40)]
+    others = [f"http://o{i}.example/" for i in range(8)]
+    c = Campaign(lists=[_list(tmp_path, busy + others)], probes=["fake"], out=str(tmp_path / "o"),
+                 concurrency=8, per_server=2, seed=5)
+    probe = FakeProbe(delay=0.02)
+    finished: list[str] = []
+    orig = probe.module.measure
+
+    async def recording(target, net, options):
+        try:
+            return await orig(target, net, options)
+        finally:
+            finished.append(target)
+
+    probe.module.measure = recording
+    summary, _ = _run(c, probe)
+    assert summary.measured == 48 and probe.max_per_host == 2
+    # the other servers were measured while the busy one worked through its backlog
+    last_other = max(finished.index(u) for u in others)
+    assert last_other < 20, [finished.index(u) for u in others]
