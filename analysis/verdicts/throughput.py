@@ -20,6 +20,7 @@ from censorscope.analysis.throughput_stats import compare_throughput
 from censorscope.analysis.verdicts import evidence as E
 from censorscope.analysis.verdicts.context import Context
 from censorscope.analysis.verdicts.core import (
+    MODERATE,
     STRONG,
     Measurement,
     Verdict,
@@ -28,6 +29,11 @@ from censorscope.analysis.verdicts.core import (
     inconclusive,
     ok,
 )
+
+#: whole-transfer rate ratio below which a too-fast-to-sample reference still shows throttling
+WHOLE_RATIO = 0.1
+#: a reference must move at least this much to count (a 404 page proves nothing)
+MIN_REFERENCE_BYTES = 256 * 1024
 
 
 def _is_target(o: dict[str, Any], host: str | None) -> bool:
@@ -87,4 +93,23 @@ def rule(m: Measurement, ctx: Context) -> Verdict:
                        endpoint=address_of(target))
     if result.status == "not_throttled":
         return ok(E.sentence(f"{where}: {result.explanation}", ref_note), 0.8)
+    whole = _whole_transfer_gap(target, refs, result.n_target)
+    if whole:
+        return blocked("throttled", MODERATE, E.sentence(f"{where}: {result.explanation}", whole),
+                       endpoint=address_of(target), at=target.get("t0"))
     return inconclusive(E.sentence(f"{where}: {result.explanation}"), 0.4)
+
+
+def _whole_transfer_gap(target: dict[str, Any], refs: list[tuple[str, dict[str, Any]]], n_target: int) -> str | None:
+    """A same-path reference too fast to sample (one interval) cannot feed the U test, but a gap of
+    :data:`WHOLE_RATIO` or more between whole-transfer rates, with a reference that moved real data
+    and a well-sampled target, is no path effect: say so, with moderate confidence."""
+    t_rate = target.get("rate_bps")
+    big = [(w, r) for w, r in refs if (r.get("bytes") or 0) >= MIN_REFERENCE_BYTES and r.get("rate_bps")]
+    if not t_rate or not big or n_target < 5:
+        return None
+    w, r = min(big, key=lambda x: x[1]["rate_bps"])
+    if t_rate >= WHOLE_RATIO * r["rate_bps"]:
+        return None
+    return (f"the whole transfers differ {r['rate_bps'] / t_rate:.0f}-fold: {t_rate:.0f} vs {r['rate_bps']:.0f} "
+            f"rate_bps for {w} ({r.get('bytes')} bytes), too fast to sample but far beyond path variation")

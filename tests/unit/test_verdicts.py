@@ -660,3 +660,15 @@ def test_address_blocking_leaves_no_residual_state_for_other_inputs():
              control_obs=[conn(1, "203.0.113.190:443")], mid="bh2", start=5)
     rows = {r.measurement_id: (r.verdict, r.method) for r in verdicts([a, b]).itertuples()}
     assert rows == {"bh1": ("blocked", "tcp.blackhole"), "bh2": ("blocked", "tcp.blackhole")}
+
+
+def test_reference_too_fast_to_sample_still_shows_a_huge_gap():
+    slow = _jitter([tput(1, "203.0.113.90:443", "slowed.example", 30_000)], 7)[0]
+    fast = {"id": 2, "operation": "throughput", "parent_id": None, "t0": 0.0, "t": 0.05, "failure": None,
+            "url": "https://innocuous.example/big", "address": "203.0.113.90:443", "server_name": "innocuous.example",
+            "bytes": 1048576, "duration": 0.04, "samples": [[0.0, 0], [0.04, 1048576]], "rate_bps": 2.0e8}
+    v = one(meas("throughput", "https://slowed.example/big", [slow, fast], control_obs=[]))
+    assert (v.verdict, v.method) == ("blocked", "throttled") and "fold" in v.evidence and v.confidence < 0.8
+    fast404 = dict(fast, bytes=150, rate_bps=2.0e6)
+    v = one(meas("throughput", "https://slowed.example/big", [slow, fast404], control_obs=[]))
+    assert v.verdict == "inconclusive"
