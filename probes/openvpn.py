@@ -253,7 +253,7 @@ async def _udp(rec: Recorder, net: Net, t: Target, sess: Session, timeout: float
             except OSError:
                 fields["ack_sent"] = False
         obs = _finish(step, items, answer, perr, res.failure, fields)
-        if chan is not None and answer is not None:
+        if chan is not None and answer is not None and obs.failure is None:
             await _udp_tls(rec, sock, t, sess, chan, answer.session_id, obs.id, timeout)
     finally:
         sock.close()
@@ -353,7 +353,7 @@ async def _tcp(rec: Recorder, net: Net, t: Target, sess: Session, timeout: float
         await close_writer(writer)
         return
     try:
-        if chan is not None and answer is not None:
+        if chan is not None and answer is not None and obs.failure is None:
             await _tcp_tls(rec, reader, writer, t, sess, chan, answer.session_id, obs.id, timeout, buf)
     finally:
         await close_writer(writer)
