@@ -244,6 +244,7 @@ class Runner:
         self._stop = asyncio.Event()
         self._parked: dict[str, collections.deque[Unit]] = {}
         self._parked_count = 0
+        self._parking = True  # until the producer has handed out every unit
         self._check_probes()
         self.summary = RunSummary(run_id=run_id, path=Path())
         self._planned = False
@@ -384,6 +385,14 @@ class Runner:
             if self._park(unit):
                 continue
             await queue.put(unit)
+        # parked units whose server's measurements all finished elsewhere (re-tests) are still
+        # owed: hand every parked unit to the workers, which now wait on the server limit instead
+        self._parking = False
+        for host in list(self._parked):
+            while (unit := self._unpark(host)) is not None:
+                if self.summary.stopped or self._fatal is not None:
+                    break
+                await queue.put(unit)
         for _ in workers:
             await queue.put(None)
         await asyncio.gather(*workers)
@@ -397,6 +406,8 @@ class Runner:
         at most ``PARK_FACTOR`` x concurrency are parked, then the producer
         waits as before (memory stays bounded).
         """
+        if not self._parking:
+            return False
         host = server_of(unit.target, unit.url)
         entry = self._servers.get(host)
         if entry is None or entry[1] < self.campaign.per_server:

@@ -426,3 +426,23 @@ def test_a_busy_server_does_not_hold_up_the_others(tmp_path):
     # the other servers were measured while the busy one worked through its backlog
     last_other = max(finished.index(u) for u in others)
     assert last_other < 20, [finished.index(u) for u in others]
+
+
+def test_units_parked_behind_retests_are_still_measured(tmp_path, monkeypatch):
+    # while x.example's only measurements in flight are re-tests (not run by a worker), its
+    # first measurements get parked; they must still be handed out before the run ends
+    monkeypatch.setattr(runner_mod, "SHUFFLE_WINDOW", 1)  # keep the list order
+    urls = (["http://x.example/fail"] + [f"http://y{i}.example/" for i in range(6)]
+            + [f"http://x.example/{i}" for i in range(3)])
+
+    class ManyRetests:
+        def retests(self, measurement: dict) -> list[Retest]:
+            if not measurement["input"].endswith("/fail"):
+                return []
+            return [Retest("fake", measurement["input"], {}, delay=0.0, reason=f"r{i}") for i in range(4)]
+
+    c = Campaign(lists=[_list(tmp_path, urls)], probes=["fake"], out=str(tmp_path / "o"),
+                 concurrency=1, per_server=1)
+    summary, ms = _run(c, FakeProbe(delay=0.03), confirm=ManyRetests())
+    assert sorted(m["input"] for m in ms if m["attempt"] == 0) == sorted(urls)
+    assert summary.complete and summary.measured == 10 and summary.retests == 4
