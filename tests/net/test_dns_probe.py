@@ -240,3 +240,11 @@ def test_cli_human_output_lists_every_response():
     assert len(forged) == 1 and len(real) == 1
     assert f":{server.injector_port}" in forged[0] and "NOERROR" in real[0]
     assert result.output.index(FORGED) < result.output.index(REAL)
+
+
+def test_without_resolver_uses_the_configured_resolver(monkeypatch):
+    """No --resolver: the vantage's resolv.conf resolver is queried with our own UDP loop."""
+    with UDPServer(inject_then_answer) as server:
+        monkeypatch.setattr(dnsprobe, "resolver_from_resolv_conf", lambda path="/etc/resolv.conf": server.address)
+        [obs] = run("example.com", hold_window=0.3)
+    assert obs["resolver"] == server.address and len(obs["responses"]) == 2
