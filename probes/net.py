@@ -107,7 +107,7 @@ class Net:
             if cached is None:
                 cached = self._verifying_contexts[key] = self._new_tls_context(verify=True, alpn=alpn)
             return cached
-        return self._new_tls_context(verify=False, alpn=alpn)
+        return self._new_tls_context(verify=verify, alpn=alpn)
 
     def _new_tls_context(self, *, verify: bool, alpn: list[str] | None) -> ssl.SSLContext:
         if verify:
