@@ -127,3 +127,30 @@ def test_sni_throttling_detected_against_innocuous_sni_on_same_address():
     # negative control: two innocuous transfers are not "throttled" against each other
     verdict2 = compare_throughput(by_op(ref, "throughput")["samples"], reference=by_op(ref, "throughput")["samples"])
     assert verdict2.status == "not_throttled"
+
+
+def test_cli_json_output():
+    import json
+    import threading
+
+    from censorscope.measure.cli import cli
+    from click.testing import CliRunner
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server = ObjectServer(size=300_000)
+    try:
+        port = asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
+        result = CliRunner().invoke(cli, ["probe", "throughput", f"http://127.0.0.1:{port}/o", "--json",
+                                          "--max-bytes", "100000", "--interval-ms", "50"])
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+    assert result.exit_code == 0, result.output
+    m = json.loads(result.output)
+    assert m["probe"] == "throughput" and m["probe_version"] == throughput.VERSION
+    tp = [o for o in m["observations"] if o["operation"] == "throughput"][0]
+    assert tp["stopped"] == "max_bytes" and tp["interval"] == 0.05
