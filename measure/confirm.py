@@ -30,7 +30,8 @@ How it is confirmed (``retests``), following the censor's known behaviour:
   port) triple for ~90 s (HTTP; same paper) and 120-180 s (ESNI; GFW Report
   2020), so re-tests to the same server and port wait ``spacing`` seconds
   (default 120). Repeats run one after another, each ``spacing`` after the
-  previous one.
+  previous one. (Another port would also dodge the penalty box, but only a
+  port known to serve the same site helps; none is assumed.)
 * **SNI filtering**: the same address is tried with an innocuous SNI
   (``innocuous_sni``) as a ``tls`` re-test, then with the real SNI again: an
   innocuous handshake that works where the real one fails isolates the name.
