@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import socket
 import ssl
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from censorscope.probes.errors import ConfigError, InvalidTarget
-from censorscope.probes.failures import classify
+from censorscope.probes.failures import GENERIC_TIMEOUT, classify
 from censorscope.probes.net import Net
 from censorscope.probes.observation import Observation, Recorder, Step
 from censorscope.probes.openvpn_tls import ControlChannel, Session
@@ -125,6 +128,21 @@ def _pem(value: str, base: str) -> str:
         raise ConfigError(f"cannot read {path!r}: {exc}") from None
 
 
+def credentials(cfg: dict) -> tuple[str, str] | None:
+    """auth-user-pass (username, password): TOML ``username``/``password``, or the .ovpn
+    ``<auth-user-pass>`` block / ``auth-user-pass FILE`` (two lines)."""
+    if "text" not in cfg:
+        return (str(cfg["username"]), str(cfg.get("password", ""))) if cfg.get("username") else None
+    o = wire.parse_ovpn(cfg["text"])
+    text = o.auth_user_pass
+    if text is None and o.files.get("auth-user-pass"):
+        text = _pem(o.files["auth-user-pass"], cfg.get("_dir", "."))
+    if text is None:
+        return None
+    lines = text.strip().splitlines()
+    return (lines[0].strip(), lines[1].strip() if len(lines) > 1 else "")
+
+
 def tls_context(cfg: dict) -> ssl.SSLContext | None:
     """A client TLS context from the config's CA (+ client cert/key), or None without a CA.
 
@@ -200,21 +218,16 @@ def _tls_fields(chan: ControlChannel) -> dict:
     return fields
 
 
-def _tls_step(rec: Recorder, parent: int, t: Target) -> Step:
-    return rec.begin("tls_handshake", parent, address=t.address, transport="openvpn_control", server_name=None)
-
-
-def _tls_finish(step: Step, chan: ControlChannel, failure: str | None) -> None:
+def _tls_finish(step: Step, chan: ControlChannel, failure: str | None) -> Observation:
     if chan.done:
-        step.ok(**_tls_fields(chan))
-    elif chan.error is not None:
-        step.fail(chan.error, **_tls_fields(chan))
-    else:
-        step.fail(failure or "generic_timeout_error", **_tls_fields(chan))
+        return step.ok(**_tls_fields(chan))
+    if chan.error is not None:
+        return step.fail(chan.error, **_tls_fields(chan))
+    return step.fail(failure or GENERIC_TIMEOUT, **_tls_fields(chan))
 
 
 async def _udp(rec: Recorder, net: Net, t: Target, sess: Session, timeout: float, hold: float,
-               wrap_name: str, ctx: ssl.SSLContext | None) -> None:
+               wrap_name: str, ctx: ssl.SSLContext | None, creds: tuple[str, str] | None) -> None:
     sock, conn = udp_open(rec, net, t)
     if sock is None:
         return
@@ -254,45 +267,13 @@ async def _udp(rec: Recorder, net: Net, t: Target, sess: Session, timeout: float
                 fields["ack_sent"] = False
         obs = _finish(step, items, answer, perr, res.failure, fields)
         if chan is not None and answer is not None and obs.failure is None:
-            await _udp_tls(rec, sock, t, sess, chan, answer.session_id, obs.id, timeout)
+            await _control_phase(rec, _Link(sock=sock), t, sess, chan, answer.session_id, obs.id, timeout, creds)
     finally:
         sock.close()
 
 
-async def _udp_tls(rec: Recorder, sock: object, t: Target, sess: Session, chan: ControlChannel,
-                   server_sid: bytes, parent: int, timeout: float) -> None:
-    import socket as socket_mod
-
-    assert isinstance(sock, socket_mod.socket)
-    step = _tls_step(rec, parent, t)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    failure = None
-    while not chan.done and chan.error is None and loop.time() < deadline:
-        try:
-            # OpenVPN retransmits after 2 s at first; 1 s keeps the probe brisk on loopback and in the wild
-            data = await asyncio.wait_for(loop.sock_recv(sock, 65535), min(1.0, deadline - loop.time()))
-        except TimeoutError:
-            for pkt in chan.retransmit():
-                await loop.sock_sendall(sock, pkt)
-            continue
-        except OSError as exc:
-            failure = classify(exc)
-            break
-        try:
-            p = wire.parse(data, sess.wrap)
-        except wire.OpenVPNWireError:
-            continue  # recorded nowhere else: a stray datagram does not end the handshake
-        if p.session_id != server_sid:
-            continue
-        chan.receive(p)
-        for pkt in chan.outgoing():
-            await loop.sock_sendall(sock, pkt)
-    _tls_finish(step, chan, failure)
-
-
 async def _tcp(rec: Recorder, net: Net, t: Target, sess: Session, timeout: float, hold: float,
-               wrap_name: str, ctx: ssl.SSLContext | None) -> None:
+               wrap_name: str, ctx: ssl.SSLContext | None, creds: tuple[str, str] | None) -> None:
     reader, writer, conn = await tcp_connect(rec, net, t, timeout)
     if reader is None or writer is None:
         return
@@ -354,39 +335,135 @@ async def _tcp(rec: Recorder, net: Net, t: Target, sess: Session, timeout: float
         return
     try:
         if chan is not None and answer is not None and obs.failure is None:
-            await _tcp_tls(rec, reader, writer, t, sess, chan, answer.session_id, obs.id, timeout, buf)
+            link = _Link(reader=reader, writer=writer, buf=buf)
+            await _control_phase(rec, link, t, sess, chan, answer.session_id, obs.id, timeout, creds)
     finally:
         await close_writer(writer)
 
 
-async def _tcp_tls(rec: Recorder, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, t: Target,
-                   sess: Session, chan: ControlChannel, server_sid: bytes, parent: int, timeout: float,
-                   buf: bytes) -> None:
-    step = _tls_step(rec, parent, t)
+class _Link:
+    """Packets to and from the server over UDP (one datagram each) or TCP (length-framed)."""
+
+    def __init__(self, sock: socket.socket | None = None, reader: asyncio.StreamReader | None = None,
+                 writer: asyncio.StreamWriter | None = None, buf: bytes = b"") -> None:
+        self.sock, self.reader, self.writer, self.buf = sock, reader, writer, buf
+        self.retransmits = sock is not None  # TCP is reliable: no retransmission timer
+
+    async def send(self, packets: list[bytes]) -> None:
+        if self.sock is not None:
+            loop = asyncio.get_running_loop()
+            for p in packets:
+                await loop.sock_sendall(self.sock, p)
+        elif self.writer is not None:
+            self.writer.write(b"".join(wire.frame_tcp(p) for p in packets))
+
+    async def recv(self, timeout: float) -> list[bytes]:
+        """Packets that arrived within ``timeout`` (raises TimeoutError when none did)."""
+        if self.sock is not None:
+            loop = asyncio.get_running_loop()
+            return [await asyncio.wait_for(loop.sock_recv(self.sock, 65535), timeout)]
+        assert self.reader is not None
+        packets, self.buf = wire.unframe_tcp(self.buf)
+        if packets:
+            return packets
+        chunk = await asyncio.wait_for(self.reader.read(65536), timeout)
+        if not chunk:
+            raise asyncio.IncompleteReadError(self.buf, None)
+        self.buf += chunk
+        packets, self.buf = wire.unframe_tcp(self.buf)
+        return packets
+
+
+async def _drive(link: _Link, sess: Session, chan: ControlChannel, server_sid: bytes, deadline: float,
+                 until: Callable[[], bool]) -> str | None:
+    """Exchange control packets until ``until()`` or a TLS error; the failure string, or None."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    failure = None
-    try:
-        while not chan.done and chan.error is None:
-            packets, buf = wire.unframe_tcp(buf)
-            for data in packets:
+    await link.send(chan.outgoing())
+    while not until() and chan.error is None:
+        left = deadline - loop.time()
+        if left <= 0:
+            return GENERIC_TIMEOUT
+        try:
+            # OpenVPN retransmits after 2 s at first; 1 s keeps the probe brisk
+            packets = await link.recv(min(1.0, left))
+        except TimeoutError:
+            if link.retransmits:
+                await link.send(chan.retransmit())
+            continue
+        except wire.OpenVPNWireError as exc:
+            return protocol_failure(str(exc))
+        except Exception as exc:  # noqa: BLE001 - every failure is data
+            return classify(exc)
+        for data in packets:
+            try:
                 p = wire.parse(data, sess.wrap)
-                if p.session_id == server_sid:
-                    chan.receive(p)
-            for pkt in chan.outgoing():
-                writer.write(wire.frame_tcp(pkt))
-            if chan.done or chan.error is not None:
-                break
-            chunk = await asyncio.wait_for(reader.read(65536), max(0.01, deadline - loop.time()))
-            if not chunk:
-                failure = "eof_error"
-                break
-            buf += chunk
-    except wire.OpenVPNWireError as exc:
-        failure = protocol_failure(str(exc))
-    except Exception as exc:  # noqa: BLE001
-        failure = classify(exc)
-    _tls_finish(step, chan, failure)
+            except wire.OpenVPNWireError:
+                continue  # a stray datagram does not end the exchange
+            if p.session_id == server_sid:
+                chan.receive(p)
+        await link.send(chan.outgoing())
+    return None
+
+
+#: what an OpenVPN 2.6 client announces: its options string (compared by the server, mismatches
+#: only warn) and peer info with the data ciphers it supports (2.6 servers negotiate from these)
+CLIENT_OPTIONS = ("V4,dev-type tun,link-mtu 1559,tun-mtu 1500,proto {proto},cipher AES-256-GCM,auth [null-digest],"
+                  "keysize 256,key-method 2,tls-client")
+#: control-channel messages a server sends after key method 2 (NUL-terminated text); the bytes
+#: before them (the rest of the server's key-method-2 message) are skipped
+_CONTROL_MESSAGE = re.compile(rb"((?:PUSH_REPLY|AUTH_FAILED|RESTART|HALT|AUTH_PENDING|INFO_PRE)[^\x00]*)\x00")
+PEER_INFO = "IV_VER=2.6.0\nIV_PLAT=linux\nIV_PROTO=6\nIV_NCP=2\nIV_CIPHERS=AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305\n"
+
+
+async def _control_phase(rec: Recorder, link: _Link, t: Target, sess: Session, chan: ControlChannel,
+                         server_sid: bytes, parent: int, timeout: float, creds: tuple[str, str] | None) -> None:
+    """TLS inside the control channel, then key method 2 and PUSH_REQUEST -> PUSH_REPLY."""
+    loop = asyncio.get_running_loop()
+    step = rec.begin("tls_handshake", parent, address=t.address, transport="openvpn_control", server_name=None)
+    failure = await _drive(link, sess, chan, server_sid, loop.time() + timeout, lambda: chan.done)
+    tls_obs = _tls_finish(step, chan, failure)
+    if not chan.done:
+        return
+    options = CLIENT_OPTIONS.format(proto="UDPv4" if link.sock is not None else "TCPv4_CLIENT")
+    kx = rec.begin("openvpn_key_exchange", tls_obs.id, address=t.address, client_options=options,
+                   username_sent=creds is not None)
+    got = b""
+    server: wire.KeyMethod2 | None = None
+
+    def have_key_method() -> bool:
+        nonlocal got, server
+        got += chan.read_app()
+        if server is None:
+            try:
+                server = wire.parse_server_key_method_2(got)
+                got = got[server.length :]
+            except wire.OpenVPNWireError:
+                return False
+        return True
+
+    def have_push_reply() -> bool:
+        nonlocal got
+        got += chan.read_app()
+        return _CONTROL_MESSAGE.search(got) is not None
+
+    user, password = creds if creds else (None, None)
+    chan.send_app(wire.build_key_method_2(options, PEER_INFO, os.urandom(112), user, password))
+    failure = await _drive(link, sess, chan, server_sid, loop.time() + timeout, have_key_method)
+    if server is None:
+        kx.fail(failure or protocol_failure("no key method 2 reply"), bytes_received=len(got))
+        return
+    chan.send_app(b"PUSH_REQUEST\x00")
+    failure = await _drive(link, sess, chan, server_sid, loop.time() + timeout, have_push_reply)
+    m = _CONTROL_MESSAGE.search(got)
+    text = m.group(1).decode("utf-8", "replace") if m else ""
+    fields = {"server_options": server.options, "push_reply": text[:2048] if text else None}
+    if text.startswith("PUSH_REPLY"):
+        kx.ok(**fields)
+    elif text:
+        # AUTH_FAILED, RESTART, ... : the server speaks OpenVPN but refused this client
+        kx.fail(f"unknown_failure: openvpn_control: {text.split(',', 1)[0][:64]}", **fields)
+    else:
+        kx.fail(failure or GENERIC_TIMEOUT, **fields)
 
 
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:
@@ -395,6 +472,7 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     cfg = load_config(config_param(target) or options.config)
     cfg_proto, wrap = client_settings(cfg)
     ctx = tls_context(cfg)
+    creds = credentials(cfg)
     proto = t.params.get("proto") or options.proto or cfg_proto or "udp"
     if proto not in ("udp", "tcp"):
         raise InvalidTarget(f"proto must be udp or tcp, not {proto!r}")
@@ -409,9 +487,9 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     rec = new_recorder(net)
     sess = Session(wrap)
     if proto == "udp":
-        await _udp(rec, net, t, sess, timeout, hold, wrap_name, ctx)
+        await _udp(rec, net, t, sess, timeout, hold, wrap_name, ctx, creds)
     else:
-        await _tcp(rec, net, t, sess, timeout, hold, wrap_name, ctx)
+        await _tcp(rec, net, t, sess, timeout, hold, wrap_name, ctx, creds)
     return rec.observations
 
 

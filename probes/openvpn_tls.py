@@ -127,6 +127,25 @@ class ControlChannel:
         self.sent += len(out)
         return out
 
+    def send_app(self, data: bytes) -> None:
+        """Queue application data (after the handshake) for ``outgoing()``."""
+        self.tls.write(data)
+
+    def read_app(self) -> bytes:
+        """Plaintext the server has sent so far (b"" when none is complete yet)."""
+        out = b""
+        while True:
+            try:
+                chunk = self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                return out
+            except ssl.SSLError as exc:
+                self.error = exc
+                return out
+            if not chunk:
+                return out
+            out += chunk
+
     def initial(self) -> list[bytes]:
         """The first flight: ack of the server's hard reset piggy-backed on the ClientHello."""
         self._acks.append(self._next - 1)

@@ -278,7 +278,7 @@ def unframe_tcp(buf: bytes) -> tuple[list[bytes], bytes]:
 
 # --- client configuration (.ovpn subset) ---------------------------------
 
-_INLINE_RE = re.compile(r"<(tls-auth|tls-crypt|tls-crypt-v2|ca|cert|key)>(.*?)</\1>", re.S)
+_INLINE_RE = re.compile(r"<(tls-auth|tls-crypt|tls-crypt-v2|ca|cert|key|auth-user-pass)>(.*?)</\1>", re.S)
 _V2_RE = re.compile(r"-----BEGIN OpenVPN tls-crypt-v2 client key-----(.*?)-----END OpenVPN tls-crypt-v2 client key-----",
                     re.S)
 
@@ -316,6 +316,7 @@ class ClientConfig:
     ca: str | None = None
     cert: str | None = None
     key: str | None = None
+    auth_user_pass: str | None = None  # inline block: username line, password line
     files: dict[str, str] = field(default_factory=dict)  # directive -> file path for non-inline blocks
 
 
@@ -345,8 +346,48 @@ def parse_ovpn(text: str) -> ClientConfig:
             if name not in DIGESTS:
                 raise OpenVPNWireError(f"unsupported auth digest {args[0]}")
             cfg.auth = DIGESTS[name]
-        elif d in ("tls-auth", "tls-crypt", "tls-crypt-v2", "ca", "cert", "key") and args and args[0] != "[inline]":
+        elif d in ("tls-auth", "tls-crypt", "tls-crypt-v2", "ca", "cert", "key", "auth-user-pass") and args \
+                and args[0] != "[inline]":
             cfg.files[d] = args[0]
             if d == "tls-auth" and len(args) > 1 and args[1] in ("0", "1"):
                 cfg.key_direction = int(args[1])
     return cfg
+
+
+# --- key method 2 (inside TLS, after the handshake) -------------------------
+
+def _string(text: str) -> bytes:
+    raw = text.encode() + b"\x00"
+    return struct.pack("!H", len(raw)) + raw
+
+
+def build_key_method_2(options: str, peer_info: str, random: bytes, username: str | None = None,
+                       password: str | None = None) -> bytes:
+    """The client's key-method-2 message: a zero u32, method 2, pre-master (48) + random1 (32) +
+    random2 (32) from ``random`` (112 bytes), the options string, username and password (empty
+    strings without auth-user-pass), peer info."""
+    if len(random) != 112:
+        raise OpenVPNWireError("key method 2 needs 112 bytes of key source")
+    creds = _string(username) + _string(password or "") if username is not None else b"\x00\x00\x00\x00"
+    return b"\x00\x00\x00\x00\x02" + random + _string(options) + creds + _string(peer_info)
+
+
+@dataclass(frozen=True)
+class KeyMethod2:
+    """The server's key-method-2 message (its key source is not kept)."""
+
+    options: str
+    length: int
+
+
+def parse_server_key_method_2(data: bytes) -> KeyMethod2:
+    """Parse the server's key-method-2 message (random1 + random2, then the options string)."""
+    r = Reader(data, OpenVPNWireError)
+    if r.u32() != 0:
+        raise OpenVPNWireError("key method message does not start with a zero u32")
+    if r.u8() & 0x0F != 2:
+        raise OpenVPNWireError("not key method 2")
+    r.take(64)
+    n = r.u16()
+    raw = r.take(n)
+    return KeyMethod2(raw.rstrip(b"\x00").decode("utf-8", "replace"), 5 + 64 + 2 + n)

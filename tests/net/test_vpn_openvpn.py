@@ -41,7 +41,7 @@ def pki(tmp_path_factory):
     return p
 
 
-def _server(tmp: Path, pki: dict, ns: str, proto: str, wrap: str, port: int):
+def _server(tmp: Path, pki: dict, ns: str, proto: str, wrap: str, port: int, extra: tuple[str, ...] = ()):
     lines = [
         "mode server", "tls-server", "dev tun", "topology subnet", "server 192.0.2.0 255.255.255.0",
         f"proto {'tcp-server' if proto == 'tcp' else 'udp'}", "local 127.0.0.1", f"port {port}",
@@ -53,6 +53,7 @@ def _server(tmp: Path, pki: dict, ns: str, proto: str, wrap: str, port: int):
         lines += [f"tls-crypt {pki['tc']}"]
     elif wrap == "tls-crypt-v2":
         lines += [f"tls-crypt-v2 {pki['v2server']}"]
+    lines += list(extra)
     conf = tmp / f"server-{proto}-{wrap}.conf"
     conf.write_text("\n".join(lines) + "\n")
     log = tmp / f"server-{proto}-{wrap}.log"
@@ -137,6 +138,10 @@ def test_openvpn_tls_over_control_channel(tmp_path, pki, proto, wrap):
             assert tls["tls_version"] in ("TLSv1.2", "TLSv1.3")
             assert tls["peer_certificates"][0]["subject"] == "CN=server"
             assert tls["control_packets_received"] >= 1
+            kx = op(obs, "openvpn_key_exchange")
+            assert kx["failure"] is None and kx["parent_id"] == tls["id"], kx
+            assert "tls-server" in kx["server_options"]
+            assert kx["push_reply"].startswith("PUSH_REPLY,") and "ifconfig 192.0.2." in kx["push_reply"]
             # the server's certificate does not chain to another CA: the client refuses it, as OpenVPN would
             client.write_text(_client_tls(pki, wrap, ca=other["ca"]))
             obs = run_probe_in(ns, "openvpn", f"openvpn://127.0.0.1:21194?proto={proto}", config=str(client),
@@ -188,3 +193,26 @@ def test_openvpn_toml_config(tmp_path, pki):
             hs, tls = op(obs, "openvpn_handshake"), op(obs, "tls_handshake")
             assert hs["failure"] is None and hs["wrap"] == "tls-auth" and hs["authenticated"] is True
             assert tls["failure"] is None, tls
+
+
+def test_openvpn_auth_failed_is_recorded(tmp_path, pki):
+    """A server that checks passwords (auth-user-pass-verify /bin/false rejects all): with a username
+    it answers AUTH_FAILED; without one it ends the TLS session (eof)."""
+    client = tmp_path / "client.ovpn"
+    client.write_text(_client_tls(pki, "none") + "<auth-user-pass>\nalice\nwrong\n</auth-user-pass>\n")
+    nocreds = tmp_path / "nocreds.ovpn"
+    nocreds.write_text(_client_tls(pki, "none"))
+    extra = ("script-security 2", "auth-user-pass-verify /bin/false via-env", "verify-client-cert optional")
+    with netns() as ns:
+        srv, log = _server(tmp_path, pki, ns, "tcp", "none", 21194, extra)
+        with srv:
+            wait_for(lambda: log_has(log, "Initialization Sequence Completed"), what="openvpn server")
+            obs = run_probe_in(ns, "openvpn", "openvpn://127.0.0.1:21194?proto=tcp", config=str(client), timeout=10.0)
+            assert op(obs, "tls_handshake")["failure"] is None
+            kx = op(obs, "openvpn_key_exchange")
+            assert kx["failure"] == "unknown_failure: openvpn_control: AUTH_FAILED", (kx, log.read_text()[-1500:])
+            assert kx["username_sent"] is True
+            obs = run_probe_in(ns, "openvpn", "openvpn://127.0.0.1:21194?proto=tcp", config=str(nocreds), timeout=10.0)
+            kx = op(obs, "openvpn_key_exchange")
+            assert kx["failure"] in ("eof_error", "connection_reset") and kx["username_sent"] is False, kx
+

@@ -152,3 +152,24 @@ def test_tls_crypt_v2_client_key_and_v3_reset():
     assert got.opcode_name == "P_CONTROL_HARD_RESET_CLIENT_V3" and got.authenticated
     with pytest.raises(w.OpenVPNWireError, match="length"):
         w.parse_tls_crypt_v2_client_key(_v2_key(40, declared=41))
+
+
+def test_key_method_2():
+    raw = w.build_key_method_2("V4,tls-client", "IV_VER=2.6.0\n", bytes(112), "alice", "pw")
+    # zero u32, method 2, 112 bytes of key source, then u16-length NUL-terminated strings
+    assert raw[:5] == b"\x00\x00\x00\x00\x02" and raw[5:117] == bytes(112)
+    assert raw[117:] == (b"\x00\x0eV4,tls-client\x00" + b"\x00\x06alice\x00" + b"\x00\x03pw\x00"
+                         + b"\x00\x0eIV_VER=2.6.0\n\x00")
+    assert w.build_key_method_2("o", "", bytes(112))[117:] == b"\x00\x02o\x00" + b"\x00\x00\x00\x00" + b"\x00\x01\x00"
+    server = b"\x00\x00\x00\x00\x02" + bytes(64) + b"\x00\x0eV4,tls-server\x00" + b"\x00\x00\x00\x00PUSH_REPLY\x00"
+    km = w.parse_server_key_method_2(server)
+    assert km.options == "V4,tls-server" and server[km.length :].endswith(b"PUSH_REPLY\x00")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_fuzz_key_method_2(data):
+    try:
+        w.parse_server_key_method_2(data)
+    except w.OpenVPNWireError:
+        pass
