@@ -58,6 +58,16 @@ _KEYS: dict[str, set[str]] = {
 }
 URL_PROBES = ("web", "http", "throughput")
 SPECIAL_ADDRESSES = {A.DOWN_V4: "down", A.RESET_V4: "reset", A.SLOW_V4: "slow"}
+#: sites live on the server link (transit routes nothing else to the server namespace) ...
+SERVER_LINK = (ipaddress.ip_network("203.0.113.0/24"), ipaddress.ip_network("2001:db8:3::/64"))
+#: ... but never on an address another lab service owns
+RESERVED = {
+    A.SERVER_V4: "the server itself", A.SERVER_V6: "the server itself", "203.0.113.1": "transit",
+    "2001:db8:3::1": "transit", A.RESOLVER_V4: "the ISP resolver", A.RESOLVER_V6: "the ISP resolver",
+    A.PUBLIC_RESOLVER_V4: "the public resolver", A.PUBLIC_RESOLVER_V6: "the public resolver",
+    A.AUTH_DNS_V4: "nsd", A.AUTH_DNS_V6: "nsd", A.SINKHOLE_V4: "the sinkhole", A.SINKHOLE_V6: "the sinkhole",
+    A.NO_DNS_V4: "the no-DNS host",
+}
 
 
 @dataclass(frozen=True)
@@ -348,20 +358,29 @@ def _check_censor(tables: list[dict[str, Any]], where: str) -> None:
         raise ConfigError(f"{where}: [[censor]]: {e}") from None
 
 
+def _site_ip(value: str, key: str, where: str) -> str:
+    ip = _lab_ip(value, key, where)
+    if not any(ipaddress.ip_address(ip) in n for n in SERVER_LINK):
+        raise ConfigError(f"{where}: {key}: {ip} is not on the server link (203.0.113.0/24, 2001:db8:3::/64)")
+    if ip in RESERVED:
+        raise ConfigError(f"{where}: {key}: {ip} belongs to {RESERVED[ip]}")
+    return ip
+
+
 def _build_sites(entries: list[dict[str, Any]], where: str) -> list[Site]:
     used = set()
     for e in entries:
         for key in ("address", "isp_address"):
             if key in e:
                 for a in _str_list(e[key], key, f"{where}: site {e['name']}"):
-                    used.add(_lab_ip(a, key, f"{where}: site {e['name']}"))
+                    used.add(_site_ip(a, key, f"{where}: site {e['name']}"))
     pool = [i for i in range(A.SITE_LAST - A.SITE_FIRST + 1) if A.site_address(i) not in used]
     by_domain: dict[str, tuple[str, ...]] = {}
     sites = []
     for e in entries:
         w = f"{where}: site {e['name']}"
         if "address" in e:
-            addresses = tuple(_lab_ip(a, "address", w) for a in _str_list(e["address"], "address", w))
+            addresses = tuple(_site_ip(a, "address", w) for a in _str_list(e["address"], "address", w))
             if not addresses:
                 raise ConfigError(f"{w}: address must not be empty")
         else:
@@ -376,7 +395,7 @@ def _build_sites(entries: list[dict[str, Any]], where: str) -> list[Site]:
                 else:
                     raise ConfigError(f"{where}: no site address left in the pool")
             addresses = by_domain[dom]
-        isp = tuple(_lab_ip(a, "isp_address", w) for a in _str_list(e.get("isp_address", []), "isp_address", w))
+        isp = tuple(_site_ip(a, "isp_address", w) for a in _str_list(e.get("isp_address", []), "isp_address", w))
         content = _str(e.get("content", ""), "content", w)
         sites.append(Site(e["name"], addresses, isp, content))
     return sites

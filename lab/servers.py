@@ -31,6 +31,7 @@ import ipaddress
 import os
 import socket
 import string
+import sys
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -235,6 +236,7 @@ class Servers:
         self.generation = 0
         self._ca: pki.CA | None = None
         self._leaf_key = None
+        self.slow_cert: tuple[Path, Path] | None = None
         self.scenario: Scenario | None = None
 
     @property
@@ -311,7 +313,7 @@ class Servers:
             "nginx": template("nginx.conf").substitute(
                 dir=ngx, status_v4=A.SERVER_V4, generation="@GENERATION@",
                 servers=nginx_servers(web_sites, certs, www, default_cert, sinkhole_cert)),
-            "misbehave": f"delay={scenario.slow_delay} cert={self.slow_cert[0].name}",
+            "misbehave": f"delay={scenario.slow_delay} cert={self.slow_cert[0].name}",  # restart on change
         }
         (nsd_dir / "root.zone").write_text(zone)
         return configs
@@ -376,8 +378,6 @@ class Servers:
         elif key == "misbehave":
             ready = self.paths.root / "misbehave.ready"
             ready.unlink(missing_ok=True)
-            import sys
-
             argv = [sys.executable, "-m", "censorscope.lab.misbehave", "--reset", A.RESET_V4,
                     "--slow", A.SLOW_V4, "--delay", str(scenario.slow_delay),
                     "--cert", str(self.slow_cert[0]), "--key", str(self.slow_cert[1]), "--ready", str(ready)]
