@@ -11,7 +11,9 @@ With a CA in the config (and the client certificate/key the server wants),
 it goes on with the TLS handshake inside P_CONTROL_V1 packets (reliability
 layer with acks and retransmission, ``censorscope.probes.openvpn_tls``) and
 records a ``tls_handshake`` (``transport: "openvpn_control"``) under the
-``openvpn_handshake``. It stops after TLS: no key exchange, no tunnel.
+``openvpn_handshake``; then key method 2 and PUSH_REQUEST, recording the
+server's options string and its PUSH_REPLY (or AUTH_FAILED) as
+``openvpn_key_exchange``. No data-channel packet is sent: no tunnel.
 
 Config (``--config``): an .ovpn file (``proto``, ``remote``, ``auth``,
 ``key-direction``, ``<tls-auth>``/``<tls-crypt>`` blocks or file paths) or a
