@@ -345,3 +345,32 @@ def test_destinations_per_probe():
     assert destinations("dns", "blocked.test", {"resolver": "https://doh.test/dns-query"}) == ["doh.test"]
     assert destinations("dns", "blocked.test", {}) == []  # the helper's own resolver
     assert destinations("web", "http://site.test/", {"resolver": "system"}) == ["site.test"]
+
+
+def test_redirect_to_a_private_address_is_stopped_by_the_guard():
+    """SSRF through a redirect: the pre-check saw only the loopback target (allowed)."""
+    async def redirecting(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 302 Found\r\nLocation: http://10.0.0.9/internal\r\nContent-Length: 0\r\n"
+                     b"Connection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    async def scenario():
+        server = await asyncio.start_server(redirecting, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            def call():
+                with HelperThread(HelperConfig(allow=["127.0.0.0/8"], **FAST)) as h, client() as c:
+                    return c.post(h.url + "/v1/measure", json={"probe": "http", "target": f"http://127.0.0.1:{port}/"})
+            return await asyncio.to_thread(call)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    r = asyncio.run(scenario())
+    assert r.status_code == 200, r.text
+    body = r.json()
+    (rt,) = [o for o in body["observations"] if o["operation"] == "http_round_trip"]
+    assert rt["hops"][0]["status"] == 302 and rt["failure"] == "permission_denied"
+    assert body["refused_destinations"][0].startswith("10.0.0.9: ")
