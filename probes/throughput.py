@@ -11,6 +11,9 @@ certificate verification: the ``tls`` probe judges certificates, this probe
 only needs the bytes to flow), and ``throughput`` (parent: the handshake or
 the connection). Fields are documented in docs/observations.md.
 
+Redirects are not followed (the ``status`` is recorded): point it at the
+object itself.
+
 To tell throttling from a slow path, run it twice on the same address: once
 with the real SNI and once with ``--sni`` set to an innocuous name (the
 reference), and compare with ``censorscope.analysis.throughput_stats``.
