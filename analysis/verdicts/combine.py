@@ -170,7 +170,7 @@ class ResidualTracker:
     """Remembers, per (vantage, endpoint), the last blocking trigger; call in time order."""
 
     def __init__(self) -> None:
-        self._last: dict[tuple[Any, str], tuple[float, str, str, str]] = {}
+        self._last: dict[tuple[Any, str], tuple[float, str, str, str, str]] = {}
 
     def check(self, m: Measurement, v: Verdict) -> Verdict:
         """Turn a failure that follows another input's trigger into ``residual``; else record it.
@@ -181,11 +181,12 @@ class ResidualTracker:
         endpoints = v.endpoints or ((v.endpoint,) if v.endpoint else ())
         if v.verdict != BLOCKED or not endpoints or when is None or not _stateful(v.method):
             return v
+        key = trigger_key(m, v)
         for ep in endpoints:
             prior = self._last.get((m.vantage_key, ep))
-            if (prior and prior[2] != m.input and 0 <= when - prior[0] <= RESIDUAL_WINDOW
+            if (prior and prior[2] != key and prior[4] != group_key(m) and 0 <= when - prior[0] <= RESIDUAL_WINDOW
                     and not v.self_controlled):
-                t, mid, inp, method = prior
+                t, mid, inp, method, _ = prior
                 return Verdict(INCONCLUSIVE, RESIDUAL, 0.4, (
                     f"This failure came {when - t:.1f} s after measurement {mid} ({inp}) was blocked by {method} "
                     f"on the same server and port {ep}: residual censorship of that server:port "
@@ -193,8 +194,17 @@ class ResidualTracker:
                     f"blocked. It was: {v.evidence}"), ep)
         if str(v.method).startswith(TRIGGER_METHODS):
             for ep in endpoints:
-                self._last[(m.vantage_key, ep)] = (when, m.id, m.input, str(v.method))
+                self._last[(m.vantage_key, ep)] = (when, m.id, key, str(v.method), group_key(m))
         return v
+
+
+def trigger_key(m: Measurement, v: Verdict) -> str:
+    """What a censor keys on for this failure: the host (SNI) for TLS/QUIC/throttling, which
+    is the same trigger for every URL of a site; the whole input otherwise (HTTP keywords
+    live in the path)."""
+    if str(v.method).startswith(("tls.", "quic.", "throttled")) and m.host:
+        return m.host
+    return m.input
 
 
 def event_time(m: Measurement, v: Verdict) -> float | None:

@@ -672,3 +672,11 @@ def test_reference_too_fast_to_sample_still_shows_a_huge_gap():
     fast404 = dict(fast, bytes=150, rate_bps=2.0e6)
     v = one(meas("throughput", "https://slowed.example/big", [slow, fast404], control_obs=[]))
     assert v.verdict == "inconclusive"
+
+
+def test_two_urls_of_one_sni_blocked_site_are_not_each_others_residual():
+    a = _tls_attempt("connection_reset", mid="u1", start=0)
+    b = _tls_attempt("connection_reset", mid="u2", start=2)
+    b["input"] = "blocked.example:8443"  # another input, same SNI (host)
+    rows = {r.measurement_id: (r.verdict, r.method) for r in verdicts([a, b]).itertuples()}
+    assert rows == {"u1": ("blocked", "tls.sni_reset"), "u2": ("blocked", "tls.sni_reset")}
