@@ -188,8 +188,10 @@ async def execute(
             path = jsonl_path(out, run_id)
             done = set()
             hashes = list_hashes(campaign)
+        made_control = None
         if control is None and campaign.control_url and control_factory is not None:
             control = control_factory(campaign.control_url, campaign.control_token)
+            made_control = control
         if confirm is None and campaign.confirm is not None:
             from censorscope.measure.confirm import make_confirmer  # lazy: confirm imports the runner
 
@@ -211,7 +213,11 @@ async def execute(
         if on_start is not None:
             runner.summary.path = path
             on_start(runner.summary)
-        summary = await runner.run(writer, stop)
+        try:
+            summary = await runner.run(writer, stop)
+        finally:
+            if made_control is not None and hasattr(made_control, "aclose"):
+                await made_control.aclose()  # the control client we made holds a connection pool
     status = "complete" if summary.complete else "incomplete"
     write_json_atomic(
         meta_path(out, run_id),

@@ -132,7 +132,13 @@ def test_campaign_run_stores_controls(tmp_path):
                     urls = [f"http://127.0.0.1:{port}/a", f"http://127.0.0.1:{port}/b"]
                     c = Campaign(name="ctl", urls=urls, probes=["http", "throughput"], out=str(tmp_path / "o"),
                                  control_url=h.url)
-                    summary = asyncio.run(execute(c, control_factory=make_control_provider))
+                    made = []
+
+                    def factory(url, token):
+                        made.append(make_control_provider(url, token))
+                        return made[-1]
+                    summary = asyncio.run(execute(c, control_factory=factory))
+                    assert len(made) == 1 and made[0]._client is None  # closed with the run
                     return list(iter_measurements(summary.path))
             return await asyncio.to_thread(run), site
         finally:
