@@ -323,8 +323,11 @@ class Confirmer:
         target = measurement["input"]
         endpoint = _endpoint(obs, target)
         out: list[Retest] = []
-        if target.startswith("https://") and endpoint:
-            ip = split_host_port(endpoint)[0]
+        try:
+            ip = split_host_port(endpoint)[0] if endpoint else None
+        except ValueError:  # a malformed stored address: no reference rather than a crashed run
+            ip = None
+        if target.startswith("https://") and ip:
             out.append(Retest("throughput", target, {"sni": p.innocuous_sni, "address": ip}, delay=p.spacing,
                               reason=f"same-path reference: innocuous SNI {p.innocuous_sni} to {ip}: {why}"))
         out.append(Retest("throughput", target, delay=p.spacing, reason=f"repeat of the real transfer: {why}"))

@@ -179,3 +179,17 @@ def test_policy_from_table():
 def test_bad_tables_rejected(table):
     with pytest.raises(ConfigError):
         ConfirmPolicy.from_table(table)
+
+
+@pytest.mark.parametrize("observations", [
+    [{"operation": "throughput", "failure": None, "address": "garbage", "rate_bps": 1}],
+    [{"operation": "connect", "failure": "connection_reset"}],
+    [{"operation": "dns_query", "failure": "dns_nxdomain_error", "responses": None, "addresses": None}],
+    [{"operation": "tls_handshake", "failure": None, "verification": None}],
+    [{"operation": "http_round_trip", "failure": "ssl_unknown_authority"}],
+    [],
+])
+def test_odd_stored_shapes_never_raise(observations):
+    for probe, target in (("throughput", "https://x.example.test/"), ("web", "https://x.example.test/"),
+                          ("dns", "x.example.test"), ("tls", "203.0.113.1:443")):
+        Confirmer(POLICY).retests(m(probe, target, observations, ctl([], failure=None)))
