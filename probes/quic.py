@@ -4,9 +4,10 @@ Runs the QUIC handshake to ``IP:PORT`` with the given SNI and ALPN, accepting
 any certificate so that the chain is always recorded, then verifies the chain
 separately (``cryptography``'s X.509 verifier against the system store plus
 ``Net.ca_file``), like the ``tls`` probe: a forged certificate shows as a
-successful handshake with ``verification.ok: false``. Compare with the ``tls``
-probe to the same address and SNI: QUIC failing while TLS succeeds points at
-QUIC/UDP-specific interference.
+successful handshake with ``verification.ok: false``. By default the probe
+then makes the same handshake over TCP (``connect`` + ``tls_handshake`` with the
+same SNI, ``compare_with: "quic_handshake"``): QUIC failing while TLS over TCP
+succeeds points at QUIC/UDP-specific interference.
 """
 
 from __future__ import annotations
@@ -26,8 +27,17 @@ from censorscope.probes.failures import (
     SSL_UNKNOWN_AUTHORITY,
 )
 from censorscope.probes.net import Net
-from censorscope.probes.observation import Observation
-from censorscope.probes.vpn_common import config_param, load_config, new_recorder, parse_target, scheme_target
+from censorscope.probes.observation import Observation, Recorder, Step
+from censorscope.probes.vpn_common import (
+    Target,
+    close_writer,
+    config_param,
+    load_config,
+    new_recorder,
+    parse_target,
+    scheme_target,
+    tcp_connect,
+)
 
 NAME = "quic"
 VERSION = "0.1.0"
@@ -42,6 +52,7 @@ class Options:
     sni: str | None = field(default=None, metadata={"help": "Server name to send (or ?sni= in the target)."})
     alpn: list[str] = field(default_factory=lambda: ["h3"], metadata={"help": "ALPN protocols offered (comma-separated)."})
     timeout: float = field(default=10.0, metadata={"help": "Seconds for the handshake."})
+    tcp_tls: bool = field(default=True, metadata={"help": "Also a TLS-over-TCP handshake to the same address and SNI."})
     config: str | None = field(default=None, metadata={"help": "TOML file: sni, alpn, timeout."})
 
 
@@ -112,8 +123,7 @@ def verify_chain(chain: list, server_name: str | None, ca_file: str | None) -> d
 
 
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:
-    """QUIC handshake; records one ``quic_handshake`` (the QUIC connection is its own connect)."""
-    from aioquic.asyncio.client import connect
+    """QUIC handshake (``quic_handshake``: the QUIC connection is its own connect), then TLS over TCP."""
     from aioquic.quic.configuration import QuicConfiguration
 
     t = parse_target(target, "quic", 443)
@@ -127,6 +137,17 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
                              idle_timeout=timeout + 5)
     step = rec.begin("quic_handshake", None, address=t.address, ip=t.host, port=t.port, proto="udp",
                      server_name=sni, alpn_offered=alpn)
+    await _quic(rec, net, t, conf, step, sni, timeout)
+    if bool(cfg.get("tcp_tls", options.tcp_tls)):
+        await _tcp_tls(rec, net, t, sni, alpn, timeout)
+    return rec.observations
+
+
+async def _quic(rec: Recorder, net: Net, t: Target, conf: object, step: Step, sni: str | None,
+                timeout: float) -> None:
+    """The QUIC handshake itself; finishes ``step`` whatever happens."""
+    from aioquic.asyncio.client import connect
+
     try:
         async with asyncio.timeout(timeout + 5):  # a backstop; the handshake has its own deadline below
             async with connect(t.host, t.port, configuration=conf, wait_connected=False) as client:
@@ -143,7 +164,7 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
                         waiter.exception()
                     else:
                         waiter.cancel()
-                    return rec.observations
+                    return
                 try:
                     waiter.result()
                 except ConnectionError:
@@ -154,7 +175,7 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
                     failure = SSL_FAILED_HANDSHAKE if code is not None and 0x100 <= code <= 0x1FF else (
                         f"unknown_failure: quic_connection_close: {reason or code}")
                     step.fail(failure, close_error_code=code, close_reason=reason)
-                    return rec.observations
+                    return
                 tls = quic.tls
                 chain = [c for c in [tls._peer_certificate, *tls._peer_certificate_chain] if c is not None]
                 fields = dict(
@@ -168,7 +189,36 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
         step.fail(GENERIC_TIMEOUT)
     except Exception as exc:  # noqa: BLE001 - every failure is data
         step.fail(exc)
-    return rec.observations
+
+
+async def _tcp_tls(rec: Recorder, net: Net, t: Target, sni: str | None, alpn: list[str], timeout: float) -> None:
+    """The same handshake over TCP (TLS with the same SNI): ``connect`` + ``tls_handshake``.
+
+    QUIC failing while this succeeds points at UDP/QUIC-specific interference;
+    both failing at something about the host or the name.
+    """
+    from cryptography import x509
+
+    # h3 is QUIC-only; over TCP offer what a browser would for the same origin
+    tcp_alpn = ["h2", "http/1.1"] if alpn == ["h3"] else alpn
+    reader, writer, conn = await tcp_connect(rec, net, t, timeout)
+    if writer is None:
+        return
+    step = rec.begin("tls_handshake", conn.id, address=t.address, server_name=sni, alpn_offered=tcp_alpn,
+                     compare_with="quic_handshake")
+    try:
+        await net.start_tls(writer, net.tls_context(verify=False, alpn=tcp_alpn), sni, timeout=timeout)
+        so = writer.get_extra_info("ssl_object")
+        der = so.getpeercert(binary_form=True) if so else None
+        leaf = x509.load_der_x509_certificate(der) if der else None
+        step.ok(tls_version=so.version() if so else None, cipher=(so.cipher() or [None])[0] if so else None,
+                alpn=so.selected_alpn_protocol() if so else None,
+                peer_certificates=[cert_summary(leaf)] if leaf is not None else [],
+                verification=verify_chain([leaf], sni or t.host, net.ca_file) if leaf is not None else None)
+    except Exception as exc:  # noqa: BLE001 - every failure is data
+        step.fail(exc)
+    finally:
+        await close_writer(writer)
 
 
 def target_from_url(url: str) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import threading
 
 import pytest
@@ -16,6 +17,43 @@ from censorscope.probes.net import Net
 pytestmark = pytest.mark.net
 
 
+def _tls_over_tcp(pki: dict, srv: socket.socket) -> None:
+    """Serve TLS handshakes (ALPN h2) on a listening TCP socket until it is closed."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki["server_cert"], pki["server_key"])
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+
+    def serve() -> None:
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            try:
+                with ctx.wrap_socket(c, server_side=True) as s:
+                    s.recv(1)
+            except OSError:
+                pass
+
+    threading.Thread(target=serve, daemon=True).start()
+
+
+def _port_with_tls_over_tcp(pki: dict) -> tuple[int, socket.socket]:
+    """A port free for UDP (QUIC) on which TLS over TCP is served too."""
+    for _ in range(50):
+        port = free_port(socket.SOCK_DGRAM)
+        srv = socket.socket()
+        try:
+            srv.bind(("127.0.0.1", port))
+        except OSError:
+            srv.close()
+            continue
+        srv.listen(16)
+        _tls_over_tcp(pki, srv)
+        return port, srv
+    raise AssertionError("no port free for both UDP and TCP")
+
+
 @pytest.fixture(scope="module")
 def quic_server(tmp_path_factory):
     from aioquic.asyncio import serve
@@ -23,7 +61,7 @@ def quic_server(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("quic")
     pki = make_pki(tmp, dns=("quic.test",))
-    port = free_port(socket.SOCK_DGRAM)
+    port, tcp_srv = _port_with_tls_over_tcp(pki)
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     holder: dict = {}
@@ -39,7 +77,8 @@ def quic_server(tmp_path_factory):
     th = threading.Thread(target=run, daemon=True)
     th.start()
     assert ready.wait(10)
-    yield {"port": port, "ca": str(pki["ca"])}
+    yield {"port": port, "ca": str(pki["ca"]), "pki": pki}
+    tcp_srv.close()
     loop.call_soon_threadsafe(holder["server"].close)
     loop.call_soon_threadsafe(loop.stop)
     th.join(5)
@@ -58,6 +97,21 @@ def test_quic_handshake_verified(quic_server):
     assert hs["version"] == "0x00000001" and hs["alpn"] == "h3" and hs["server_name"] == "quic.test"
     assert hs["peer_certificates"][0]["sans"] == ["127.0.0.1", "quic.test"]
     assert hs["verification"] == {"ok": True, "failure": None, "hostname_ok": True, "detail": None}
+    tls = op(obs, "tls_handshake")  # the same name over TCP, for comparison
+    assert tls["failure"] is None and tls["compare_with"] == "quic_handshake" and tls["alpn"] == "h2"
+    assert tls["verification"]["ok"] is True
+
+
+def test_quic_silent_while_tls_over_tcp_works(quic_server):
+    """The distinguishing case: nothing answers QUIC on the port, TLS over TCP does."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    _tls_over_tcp(quic_server["pki"], srv)
+    obs = _run(f"quic://127.0.0.1:{srv.getsockname()[1]}?sni=quic.test", quic_server["ca"], timeout=2.0)
+    srv.close()
+    assert op(obs, "quic_handshake")["failure"] == "generic_timeout_error"
+    assert op(obs, "tls_handshake")["failure"] is None and op(obs, "connect")["failure"] is None
 
 
 def test_quic_verification_failures_are_separate(quic_server):
