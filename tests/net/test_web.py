@@ -162,3 +162,9 @@ def test_aaaa_addresses_are_connected_too(net, http_site, start_dns):
     assert v6["parent_id"] == aaaa["id"] and v6["address"] == f"[::1]:{http_site.server.port}"
     assert v6["failure"] in ("connection_refused", "address_not_available")  # the site listens on v4 only
     assert one(obs, "http_round_trip")["parent_id"] == one(obs, "connect", ip="127.0.0.1")["id"]
+
+
+def test_unusable_resolver_is_a_config_error(net):
+    from censorscope.probes.errors import ConfigError
+    with pytest.raises(ConfigError):
+        run(f"http://{TEST_NAME}/", net, resolver="not-an-address")
