@@ -9,13 +9,18 @@ from __future__ import annotations
 from .behaviours.base import Behaviour
 from .behaviours.blockpage_injection import BlockpageInjection
 from .behaviours.dns_injection import DnsInjection
+from .behaviours.fet_block import FetBlock
 from .behaviours.icmp_reject import IcmpReject
 from .behaviours.ip_blackhole import IpBlackhole
 from .behaviours.latency import Latency
+from .behaviours.openvpn_fingerprint import OpenvpnFingerprint
+from .behaviours.port_block import PortBlock
+from .behaviours.quic_sni import QuicSni
 from .behaviours.residual import Residual
 from .behaviours.rst_injection import RstInjection
 from .behaviours.throttle import Throttle
 from .behaviours.tls_interception import TlsInterception
+from .behaviours.wireguard_drop import WireguardDrop
 
 BEHAVIOURS: dict[str, type[Behaviour]] = {
     cls.name: cls
@@ -29,5 +34,10 @@ BEHAVIOURS: dict[str, type[Behaviour]] = {
         TlsInterception,
         Throttle,
         Latency,
+        OpenvpnFingerprint,
+        WireguardDrop,
+        PortBlock,
+        FetBlock,
+        QuicSni,
     )
 }
