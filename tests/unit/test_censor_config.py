@@ -109,19 +109,24 @@ def test_every_behaviour_builds_rules_from_a_minimal_config():
 
     from censorscope.lab.censor.engine import build_behaviours
 
-    minimal = {
+    minimal = {  # behaviours whose parameters all have defaults need no entry
         "dns_injection": {"names": ["a.example"]},
         "ip_blackhole": {"addresses": ["203.0.113.2"]},
         "icmp_reject": {"addresses": ["203.0.113.2"]},
         "rst_injection": {"sni": ["a.example"]},
-        "residual": {},
         "blockpage_injection": {"http_hosts": ["a.example"]},
         "tls_interception": {"sni": ["a.example"], "addresses": ["203.0.113.2"]},
         "throttle": {"sni": ["a.example"]},
         "latency": {"delay_ms": 5},
+        "quic_sni": {"sni": ["a.example"]},
+        "port_block": {"protocols": ["ikev2"]},
     }
-    assert set(minimal) == set(BEHAVIOURS), "add the new behaviour's minimal parameters here"
-    cfg = load_config({"behaviours": [{"behaviour": n, **p} for n, p in minimal.items()]})
-    for b in build_behaviours(cfg, state_dir=Path("/nonexistent"), log=lambda *a: None):
-        for r in b.queue_rules() + b.kernel_rules():
-            assert r.table in ("filter", "nat", "mangle") and r.family in (None, 4, 6)
+    for name in BEHAVIOURS:
+        try:
+            cfg = load_config({"behaviours": [{"behaviour": name, **minimal.get(name, {})}]})
+        except ConfigError as e:
+            raise AssertionError(f"add {name}'s minimal parameters to this test: {e}") from None
+        for b in build_behaviours(cfg, state_dir=Path("/nonexistent"), log=lambda *a: None):
+            for r in b.queue_rules() + b.kernel_rules():
+                assert r.table in ("filter", "nat", "mangle") and r.family in (None, 4, 6)
+                assert all(isinstance(a, str) for a in r.args), (name, r.args)
