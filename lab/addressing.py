@@ -66,6 +66,10 @@ DOWN_V4 = "203.0.113.251"          # assigned to nothing: a server that is reall
 RESET_V4 = "203.0.113.252"         # a server that really resets connections
 SLOW_V4 = "203.0.113.253"          # a server that answers slowly
 NO_DNS_V4 = "203.0.113.254"        # hosts no DNS server (for injection-on-any-address tests)
+VPN_V4 = "203.0.113.40"            # VPN/circumvention servers (lab/vpn_servers.py), when a scenario asks
+VPN_V6 = "2001:db8:3::40"
+TOR_V4 = "203.0.113.41"            # the offline tor relay (its own address, so blackholing it spares the rest)
+TOR_V6 = "2001:db8:3::41"
 
 # Per-site addresses (the demo gives each site its own, so blackholing one spares the rest).
 SITE_POOL_V4 = ipaddress.ip_network("203.0.113.0/24")

@@ -25,6 +25,7 @@ from typing import Any
 from censorscope.lab.scenario import Scenario
 from censorscope.lab.servers import Servers, lab_env
 from censorscope.lab.topology import Topology
+from censorscope.lab.vpn_servers import VpnServers
 from censorscope.probes.errors import LabError
 
 CENSOR_READY_TIMEOUT = 30.0
@@ -45,6 +46,7 @@ class Lab:
     def __init__(self, name: str, *, keep: bool = False) -> None:
         self.topo = Topology(name, keep=keep)
         self.servers = Servers(self.topo)
+        self.vpn = VpnServers(self.topo, self.servers.cert_for, self.servers.ca_file)
         self.scenario: Scenario | None = None
         self.censor_generation = 0
         self.timings: dict[str, float] = {}
@@ -90,6 +92,7 @@ class Lab:
     def _apply(self, scenario: Scenario) -> None:
         t0 = time.monotonic()
         self.servers.apply(scenario)
+        self.vpn.apply(scenario.vpn)  # real VPN servers only when the scenario names them
         self.timings["servers"] = time.monotonic() - t0
         t1 = time.monotonic()
         self._censor(scenario)

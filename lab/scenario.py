@@ -8,6 +8,7 @@ A scenario file (format in docs/lab.md)::
     [[site]]      name, address (str or list), isp_address, content
     [resolver]    lie = { "NAME" = "nxdomain" | "refused" | "servfail" | "sinkhole" | IP | [IP, ...] }
     [servers]     slow_delay (s)
+    [vpn]         servers = ["openvpn", "wireguard", ...]   # real VPN servers (lab/vpn_servers.py)
     [[censor]]    behaviour = "NAME", ... (passed to the censor unchanged)
     [[truth]]     target, probe, verdict ("ok" | "down" | "blocked"), method, note
     [default_truth]  probes = [...], verdict = "ok"   # truth for every site without an explicit row
@@ -43,16 +44,17 @@ METHODS = frozenset({
     "tls.sni_reset", "tls.sni_drop", "tls.mitm",
     "http.reset", "http.drop", "http.diff", "quic.blocked", "throttled", "fet.blocked",
 })
-METHOD_PATTERNS = (re.compile(r"^http\.blockpage:[A-Za-z0-9_.-]+$"), re.compile(r"^vpn\.[a-z0-9]+\.blocked$"))
+METHOD_PATTERNS = (re.compile(r"^http\.blockpage:[A-Za-z0-9_.-]+$"), re.compile(r"^vpn\.[a-z0-9]+\.blocked(\.[a-z_]+)?$"))
 LIE_WORDS = ("nxdomain", "refused", "servfail", "sinkhole")
 
 _NAME = re.compile(r"^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _KEYS: dict[str, set[str]] = {
     "": {"name", "description", "sites_from_list", "site", "resolver", "servers", "censor", "truth",
-         "default_truth"},
+         "default_truth", "vpn"},
     "site": {"name", "address", "isp_address", "content"},
     "resolver": {"lie"},
     "servers": {"slow_delay"},
+    "vpn": {"servers"},
     "truth": {"target", "probe", "verdict", "method", "note"},
     "default_truth": {"probes", "verdict"},
 }
@@ -67,6 +69,7 @@ RESERVED = {
     A.PUBLIC_RESOLVER_V4: "the public resolver", A.PUBLIC_RESOLVER_V6: "the public resolver",
     A.AUTH_DNS_V4: "nsd", A.AUTH_DNS_V6: "nsd", A.SINKHOLE_V4: "the sinkhole", A.SINKHOLE_V6: "the sinkhole",
     A.NO_DNS_V4: "the no-DNS host",
+    A.VPN_V4: "the VPN servers", A.VPN_V6: "the VPN servers", A.TOR_V4: "the tor relay", A.TOR_V6: "the tor relay",
 }
 
 
@@ -118,6 +121,7 @@ class Scenario:
     censor: tuple[dict[str, Any], ...] = ()
     truth: tuple[Truth, ...] = ()
     source: str = ""
+    vpn: tuple[str, ...] = ()  # VPN servers to run (lab/vpn_servers.py KINDS)
 
     @property
     def negative(self) -> bool:
@@ -145,6 +149,7 @@ class Scenario:
             "sites": [{"name": s.name, "addresses": list(s.addresses), "isp_addresses": list(s.isp_addresses),
                        "server": s.server_kind} for s in self.sites],
             "resolver_lies": {k: list(v) for k, v in self.lies.items()},
+            "vpn_servers": list(self.vpn),
             "truth": [{"target": t.target, "probe": t.probe, "verdict": t.verdict, "method": t.method,
                        "note": t.note} for t in self.truth],
         }
@@ -230,7 +235,7 @@ def check_method(method: str, where: str) -> str:
     if method in METHODS or any(p.match(method) for p in METHOD_PATTERNS):
         return method
     raise ConfigError(f"{where}: unknown method {method!r}; known: {', '.join(sorted(METHODS))}, "
-                      "http.blockpage:<id>, vpn.<protocol>.blocked")
+                      "http.blockpage:<id>, vpn.<protocol>.blocked[.<sub-method>]")
 
 
 def registered_domain(name: str) -> str:
@@ -342,9 +347,23 @@ def parse(data: dict[str, Any], source: str = "<memory>") -> Scenario:
             raise ConfigError(f"{where}: censor #{i + 1}: needs behaviour = \"NAME\"")
     _check_censor(censor, where)
 
+    vpn = _parse_vpn(data, where)
     truth = _parse_truth(data, where, sites, urls)
     return Scenario(name=name, description=description, sites=tuple(sites), lies=lies,
-                    slow_delay=float(slow_delay), censor=tuple(censor), truth=tuple(truth), source=source)
+                    slow_delay=float(slow_delay), censor=tuple(censor), truth=tuple(truth), source=source,
+                    vpn=vpn)
+
+
+def _parse_vpn(data: dict[str, Any], where: str) -> tuple[str, ...]:
+    """``[vpn] servers``: names from ``censorscope.lab.vpn_servers.KINDS``."""
+    from censorscope.lab.vpn_servers import KINDS
+
+    table = _check_keys(data.get("vpn", {}), "vpn", where)
+    names = _str_list(table.get("servers", []), "vpn.servers", where)
+    unknown = sorted(set(names) - set(KINDS))
+    if unknown:
+        raise ConfigError(f"{where}: vpn.servers: unknown server(s) {', '.join(unknown)}; known: {', '.join(KINDS)}")
+    return tuple(dict.fromkeys(names))
 
 
 def _check_censor(tables: list[dict[str, Any]], where: str) -> None:

@@ -18,7 +18,10 @@ Normalisation (so duplicates are recognised and probes get one form):
 * Internationalised domain names are converted to their ASCII (punycode) form
   with the ``idna`` package (IDNA 2008 + UTS #46, as browsers do; Python's own
   codec is IDNA 2003). Non-ASCII path and query characters are %-encoded.
-* Only ``http`` and ``https`` URLs are accepted.
+* Website entries are ``http`` and ``https`` URLs. Entries in a VPN/circumvention probe's own
+  scheme (``openvpn://host:1194?proto=udp``, ``wireguard://``, ``ikev2://``, ``quic://``, ...;
+  ``VPN_SCHEMES``) are kept as written (scheme lower-cased, a host required): those probes
+  take them through ``target_from_url`` and every other probe skips them.
 
 Invalid lines are reported as ``FILE:LINE: reason`` and skipped (counted);
 with ``strict`` the first one raises ``ConfigError``. Lists are read as a
@@ -134,6 +137,22 @@ def _encode_host(host: str) -> str:
     return host
 
 
+#: schemes of the VPN/circumvention probes (censorscope.probes.<name>.target_from_url)
+VPN_SCHEMES = ("openvpn", "wireguard", "ikev2", "pptp", "l2tp", "sstp", "ssh", "tor", "fet", "quic", "socks",
+               "httpconnect")
+
+
+def _vpn_entry(entry: str, scheme: str) -> str:
+    """A VPN probe's list entry: scheme lower-cased, host checked, the rest as written."""
+    try:
+        host = urlsplit(entry).hostname
+    except ValueError as e:
+        raise ValueError(f"unparsable {scheme} target: {e}") from None
+    if not host:
+        raise ValueError(f"{scheme} target without a host")
+    return scheme + entry[len(scheme):]
+
+
 def normalize_url(entry: str) -> str:
     """The canonical form of a list entry (URL or bare domain); ValueError with a reason."""
     entry = entry.strip()
@@ -152,8 +171,11 @@ def normalize_url(entry: str) -> str:
         entry = "https://" + entry
     else:
         scheme = m.group(1).lower()
+        if scheme in VPN_SCHEMES:
+            return _vpn_entry(entry, scheme)
         if scheme not in ("http", "https"):
-            raise ValueError(f"unsupported scheme {scheme!r} (only http and https)")
+            raise ValueError(f"unsupported scheme {scheme!r} (only http, https and the VPN probes' "
+                             f"{', '.join(VPN_SCHEMES)})")
     try:
         parts = urlsplit(entry)
         port = parts.port
