@@ -73,6 +73,18 @@ class Packet:
         return (self.src, self.sport, self.dst, self.dport)
 
 
+_NAMES: dict[bytes, str] = {}  # packed address -> text: a lab sees few distinct addresses
+
+
+def _ntop(packed: bytes) -> str:
+    text = _NAMES.get(packed)
+    if text is None:
+        if len(_NAMES) > 4096:
+            _NAMES.clear()
+        text = _NAMES[packed] = socket.inet_ntop(socket.AF_INET if len(packed) == 4 else socket.AF_INET6, packed)
+    return text
+
+
 class MalformedPacket(ValueError):
     """The bytes are not a parseable IPv4/IPv6 packet."""
 
@@ -91,15 +103,7 @@ def parse(raw: bytes) -> Packet:
         ihl = (raw[0] & 0x0F) * 4
         total = struct.unpack_from("!H", raw, 2)[0]
         end = min(total, len(raw)) if total >= ihl else len(raw)
-        pkt = Packet(
-            raw=raw,
-            version=4,
-            src=socket.inet_ntop(socket.AF_INET, raw[12:16]),
-            dst=socket.inet_ntop(socket.AF_INET, raw[16:20]),
-            proto=raw[9],
-            ttl=raw[8],
-            ip_id=struct.unpack_from("!H", raw, 4)[0],
-        )
+        pkt = Packet(raw, 4, _ntop(raw[12:16]), _ntop(raw[16:20]), raw[9], raw[8], (raw[4] << 8) | raw[5])
         # Only the first fragment carries the transport header.
         if struct.unpack_from("!H", raw, 6)[0] & 0x1FFF:
             return pkt
@@ -109,14 +113,7 @@ def parse(raw: bytes) -> Packet:
         if len(raw) < 40:
             raise MalformedPacket("truncated IPv6 header")
         plen = struct.unpack_from("!H", raw, 4)[0]
-        pkt = Packet(
-            raw=raw,
-            version=6,
-            src=socket.inet_ntop(socket.AF_INET6, raw[8:24]),
-            dst=socket.inet_ntop(socket.AF_INET6, raw[24:40]),
-            proto=raw[6],
-            ttl=raw[7],
-        )
+        pkt = Packet(raw, 6, _ntop(raw[8:24]), _ntop(raw[24:40]), raw[6], raw[7])
         _parse_transport(pkt, raw, 40, min(40 + plen, len(raw)))
         return pkt
     raise MalformedPacket(f"IP version {version}")
