@@ -171,27 +171,32 @@ def response_record(
     ``question`` (optional) is the question section we sent (``dnswire.question_bytes``):
     a response echoing it byte for byte is parsed without decoding the name again.
     """
-    try:
-        msg = dnswire.parse(data, (question, qname, qtype) if question is not None else None)
-    except dnswire.ParseError as e:
-        return {
-            "t": round(t, 6), "source": source, "query_id": None, "rcode": None, "flags": [], "ip_ttl": ip_ttl,
-            "answers": [], "addresses": [], "size": len(data), "id_mismatch": None, "question_mismatch": None,
-            "parse_error": str(e), "raw_b64": base64.b64encode(data[:4096]).decode("ascii"),
-        }
-    answers = msg.answers
-    rname = msg.qname
+    # The usual case first (our question echoed byte for byte): same values, a third of the work.
+    echo = dnswire.parse_echo(data, question, qname) if question is not None else None
+    if echo is not None:
+        msg_id, flags, answers = echo
+        rcode, question_mismatch = flags & 0x000F, False
+    else:
+        try:
+            msg = dnswire.parse(data, (question, qname, qtype) if question is not None else None)
+        except dnswire.ParseError as e:
+            return {
+                "t": round(t, 6), "source": source, "query_id": None, "rcode": None, "flags": [], "ip_ttl": ip_ttl,
+                "answers": [], "addresses": [], "size": len(data), "id_mismatch": None, "question_mismatch": None,
+                "parse_error": str(e), "raw_b64": base64.b64encode(data[:4096]).decode("ascii"),
+            }
+        msg_id, flags, answers, rcode, rname = msg.id, msg.flags, msg.answers, msg.rcode, msg.qname
+        question_mismatch = msg.qtype != qtype or (
+            rname is not qname and (rname is None or rname.lower() != qname.lower()))
     if len(answers) == 1 and answers[0]["type"] in _ADDRESS_TYPES:
         addresses = [answers[0]["data"]]
     else:
         addresses = [a["data"] for a in answers if a["type"] in _ADDRESS_TYPES]
     return {
-        "t": round(t, 6), "source": source, "query_id": msg.id, "rcode": dnswire.rcode_text(msg.rcode),
-        "flags": dnswire.flags_text(msg.flags), "ip_ttl": ip_ttl, "answers": answers,
-        "addresses": addresses, "size": msg.size, "id_mismatch": msg.id != qid,
-        "question_mismatch": msg.qtype != qtype or (
-            rname is not qname and (rname is None or rname.lower() != qname.lower())),
-        "parse_error": None, "raw_b64": None,
+        "t": round(t, 6), "source": source, "query_id": msg_id, "rcode": dnswire.rcode_text(rcode),
+        "flags": dnswire.flags_text(flags), "ip_ttl": ip_ttl, "answers": answers,
+        "addresses": addresses, "size": len(data), "id_mismatch": msg_id != qid,
+        "question_mismatch": question_mismatch, "parse_error": None, "raw_b64": None,
     }
 
 

@@ -24,8 +24,8 @@ import struct
 from typing import Any
 
 __all__ = [
-    "Message", "ParseError", "build_query", "build_query_fast", "encode_name", "flags_text", "parse", "qtype_code",
-    "qtype_text", "question_bytes", "rcode_code", "rcode_text",
+    "Message", "ParseError", "build_query", "build_query_fast", "encode_name", "flags_text", "parse", "parse_echo",
+    "qtype_code", "qtype_text", "question_bytes", "rcode_code", "rcode_text",
 ]
 
 QTYPES: dict[str, int] = {
@@ -265,7 +265,6 @@ def _skip_name(data: bytes, off: int) -> int:
 
 
 def _fast(data: bytes, expect: tuple[bytes, str, int] | None) -> Message:
-    n = len(data)
     qid, flags, qd, an, ns, ar = _HEADER.unpack_from(data)
     if flags & 0x7800 or qd != 1:  # opcode != QUERY, or not exactly one question
         raise _Unusual
@@ -277,12 +276,20 @@ def _fast(data: bytes, expect: tuple[bytes, str, int] | None) -> Message:
     else:
         seen = {}
         qname, off = _read_name(data, 12, seen)
-        if off + 4 > n:
+        if off + 4 > len(data):
             raise _Unusual
         qtype, qclass = _QTAIL.unpack_from(data, off)
         if qclass != 1:
             raise _Unusual
         off += 4
+    answers = _records(data, off, an, ns + ar, seen)
+    return Message(qid, flags, flags & 0x000F, qname, qtype, answers, len(data), "fast")
+
+
+def _records(data: bytes, off: int, an: int, rest: int, seen: dict[int, str]) -> list[dict[str, Any]]:
+    """The ``an`` answers starting at ``off`` (A, AAAA, CNAME only); then check the ``rest`` records are
+    well-formed (skipped: authority and additional) and that no OPT carries an extended rcode."""
+    n = len(data)
     answers: list[dict[str, Any]] = []
     for _ in range(an):
         # Inline the usual case: the owner name is a pointer to a name already read.
@@ -303,8 +310,7 @@ def _fast(data: bytes, expect: tuple[bytes, str, int] | None) -> Message:
         if end > n or rclass != 1:
             raise _Unusual
         if rtype == 1 and rdlen == 4:
-            text = _ntoa(data[off:end])
-            answers.append({"name": rname, "type": "A", "ttl": ttl, "data": text})
+            answers.append({"name": rname, "type": "A", "ttl": ttl, "data": _ntoa(data[off:end])})
         elif rtype == 28 and rdlen == 16:
             text = socket.inet_ntop(socket.AF_INET6, data[off:end])
             answers.append({"name": rname, "type": "AAAA", "ttl": ttl, "data": text})
@@ -316,8 +322,7 @@ def _fast(data: bytes, expect: tuple[bytes, str, int] | None) -> Message:
         else:
             raise _Unusual
         off = end
-    rcode = flags & 0x000F
-    for _ in range(ns + ar):
+    for _ in range(rest):
         off = off + 1 if off < n and data[off] == 0 else _skip_name(data, off)  # OPT's owner is the root
         if off + 10 > n:
             raise _Unusual
@@ -327,7 +332,32 @@ def _fast(data: bytes, expect: tuple[bytes, str, int] | None) -> Message:
         off += 10 + rdlen
         if off > n:
             raise _Unusual
-    return Message(qid, flags, rcode, qname, qtype, answers, n, "fast")
+    return answers
+
+
+def parse_echo(data: bytes, question: bytes, qname: str) -> tuple[int, int, list[dict[str, Any]]] | None:
+    """The usual response to our query, read with the least work: ``(id, flags, answers)`` or None.
+
+    Applies when the response's question section is ``question`` (the
+    ``question_bytes`` we sent, name ``qname``) byte for byte; the values are
+    exactly what ``parse(data, (question, qname, qtype))`` gives (``rcode`` is
+    ``flags & 0xF``; ``qname``/``qtype`` are ours). Returns None whenever
+    ``parse`` would do more (another question, opcode, answer type, an
+    extended rcode, malformed bytes): the caller then uses ``parse``.
+
+    Why a separate entry point: the bulk engine reads tens of thousands of
+    responses per second, and skipping the ``Message`` object, the hint
+    tuple and the exception-based fallback saves about a third of the cost.
+    """
+    if len(data) < 12 or not data.startswith(question, 12):
+        return None
+    qid, flags, qd, an, ns, ar = _HEADER.unpack_from(data)
+    if flags & 0x7800 or qd != 1:
+        return None
+    try:
+        return qid, flags, _records(data, 12 + len(question), an, ns + ar, {12: qname})
+    except _Unusual:
+        return None
 
 
 def _name_text(name: object) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 
 import dns.message
 import pytest
@@ -12,7 +14,7 @@ from censorscope.measure import dns_bulk
 from censorscope.measure.dns_bulk import resolve_many
 from censorscope.probes import dns as dnsprobe
 from censorscope.probes.errors import ConfigError
-from censorscope.probes.net import Net
+from censorscope.probes.net import Net, format_host_port
 
 pytestmark = pytest.mark.net
 
@@ -36,12 +38,22 @@ def bulk(names, resolver, **kw):
     return stats, results
 
 
-@pytest.mark.parametrize("sender", ["sendmmsg", "sendto"])
-def test_double_answers_recorded_like_the_probe(monkeypatch, sender):
+def use_receiver(monkeypatch, receiver):
+    """Force the portable recvmsg receiver, or check the recvmmsg one is what Linux gets."""
+    if receiver == "recvmsg":
+        monkeypatch.setattr(dns_bulk, "_make_receiver", dns_bulk._RecvMsg)
+    else:
+        assert isinstance(dns_bulk._make_receiver(socket.AF_INET), dns_bulk._RecvMMsg)
+
+
+@pytest.mark.parametrize(("sender", "receiver"), [("sendmmsg", "recvmmsg"), ("sendto", "recvmsg"),
+                                                  ("sendmmsg", "recvmsg"), ("sendto", "recvmmsg")])
+def test_double_answers_recorded_like_the_probe(monkeypatch, sender, receiver):
     if sender == "sendto":
         monkeypatch.setattr(dns_bulk, "_make_sender", dns_bulk._SendTo)
     else:
         assert isinstance(dns_bulk._make_sender(2, ("127.0.0.1", 53)), dns_bulk._SendMMsg)
+    use_receiver(monkeypatch, receiver)
     names = [f"site{i}.example" for i in range(40)]
     with UDPServer(inject_then_answer) as server:
         stats, results = bulk(names, server.address, concurrency=16)
@@ -132,7 +144,9 @@ def test_replies_after_the_window_are_not_attributed():
     assert len(obs["responses"]) == 1 and obs["addresses"] == [REAL]
 
 
-def test_icmp_errors_are_attributed():
+@pytest.mark.parametrize("receiver", ["recvmmsg", "recvmsg"])
+def test_icmp_errors_are_attributed(monkeypatch, receiver):
+    use_receiver(monkeypatch, receiver)
     stats, results = bulk(["a.example", "b.example"], f"127.0.0.1:{closed_udp_port()}", hold_window=0.05)
     assert stats.icmp_errors == 2
     for observations, _s, _r in results.values():
@@ -169,9 +183,62 @@ def test_many_names_low_concurrency_all_answered():
     assert len(ids) > 500  # ids come from a shuffled pool
 
 
-def test_ipv6_resolver():
+@pytest.mark.parametrize("receiver", ["recvmmsg", "recvmsg"])
+def test_ipv6_resolver(monkeypatch, receiver):
+    use_receiver(monkeypatch, receiver)
     with UDPServer(inject_then_answer, host="::1") as server:
         stats, results = bulk(["v6.example"], server.address, hold_window=0.2)
     [obs] = results["v6.example"][0]
     assert obs["resolver"] == server.address and [r["addresses"] for r in obs["responses"]] == [[FORGED], [REAL]]
     assert obs["responses"][1]["source"] == f"[::1]:{server.port}" and obs["responses"][1]["ip_ttl"] == 64
+
+
+@pytest.mark.parametrize("receiver", [dns_bulk._RecvMMsg, dns_bulk._RecvMsg])
+@pytest.mark.parametrize(("family", "host"), [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
+def test_receivers_return_every_datagram_whole_with_sender_and_ttl(receiver, family, host):
+    """Both receivers: every payload byte for byte (even 60 KB), in order, with its sender and IP TTL."""
+    rx = socket.socket(family, socket.SOCK_DGRAM)
+    tx = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        rx.bind((host, 0))
+        rx.setblocking(False)
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        dnsprobe.enable_recv_metadata(rx)
+        tx.bind((host, 0))
+        sizes = [12, 60_000] + [100 + i for i in range(dns_bulk._RECV_BATCH + 5)]  # more than one batch
+        sent = [bytes([i % 251]) * n for i, n in enumerate(sizes)]
+        for payload in sent:
+            tx.sendto(payload, rx.getsockname()[:2])
+        got = []
+        r = receiver(family)
+        while batch := r.receive(rx):
+            got += batch
+        sender = format_host_port(host, tx.getsockname()[1])
+        assert [d for d, _s, _t in got] == sent
+        assert {(s, t) for _d, s, t in got} == {(sender, 64)}
+        assert r.receive(rx) == []  # nothing left: empty, no exception
+    finally:
+        rx.close()
+        tx.close()
+
+
+@pytest.mark.parametrize("receiver", [dns_bulk._RecvMMsg, dns_bulk._RecvMsg])
+def test_receivers_raise_a_pending_icmp_error(receiver):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        dnsprobe.enable_recv_metadata(sock)
+        sock.sendto(b"\x00\x01hello", ("127.0.0.1", closed_udp_port()))
+        r = receiver(socket.AF_INET)
+        for _ in range(200):  # the ICMP error comes back asynchronously
+            try:
+                assert r.receive(sock) == []
+            except ConnectionRefusedError:
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail("no ICMP error surfaced")
+        [(original, info)] = dnsprobe.read_error_queue(sock)
+        assert original == b"\x00\x01hello" and info["failure"] == "connection_refused"
+    finally:
+        sock.close()

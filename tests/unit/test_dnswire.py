@@ -189,3 +189,65 @@ def test_fast_path_agrees_with_dnspython(name, records, rcode, qid):
     assert fast.parser == "fast"
     for attr in ("id", "flags", "rcode", "qname", "qtype", "answers", "size"):
         assert getattr(fast, attr) == getattr(slow, attr), attr
+
+
+# --- parse_echo: the bulk engine's shortcut must give exactly what parse gives ----------------
+
+def _echo_case(name: str, qtype: str, records: list[tuple[str, str, int, str]], rcode: int = 0, qid: int = 7):
+    q = dns.message.make_query(name, qtype, use_edns=0)
+    q.id = qid
+    r = dns.message.make_response(q)
+    r.set_rcode(rcode)
+    for rname, rtype, ttl, data in records:
+        r.answer.append(dns.rrset.from_text(rname, ttl, "IN", rtype, data))
+    code = dnswire.qtype_code(qtype)
+    return r.to_wire(), dnswire.question_bytes(dnswire.encode_name(name), code), code
+
+
+@pytest.mark.parametrize("case", [
+    ("example.com", "A", [("example.com.", "A", 300, "93.184.216.34")], 0),
+    ("www.example.org", "AAAA", [("www.example.org.", "CNAME", 60, "edge.cdn.test."),
+                                 ("edge.cdn.test.", "AAAA", 20, "2001:db8::1")], 0),
+    ("nx.example", "A", [], 3),
+])
+def test_parse_echo_matches_parse(case):
+    name, qtype, records, rcode = case
+    wire, question, code = _echo_case(name, qtype, records, rcode, qid=0x4242)
+    full = dnswire.parse(wire, (question, name, code))
+    assert dnswire.parse_echo(wire, question, name) == (full.id, full.flags, full.answers)
+    assert full.rcode == rcode
+
+
+def test_parse_echo_declines_what_it_cannot_vouch_for():
+    wire, question, _code = _echo_case("example.com", "A", [("example.com.", "A", 300, "93.184.216.34")])
+    other = dnswire.question_bytes(dnswire.encode_name("example.net"), 1)
+    assert dnswire.parse_echo(wire, other, "example.net") is None  # another question
+    assert dnswire.parse_echo(wire[:-3], question, "example.com") is None  # cut short
+    assert dnswire.parse_echo(wire[:11], question, "example.com") is None  # not even a header
+    txt, tq, _ = _echo_case("example.com", "TXT", [("example.com.", "TXT", 5, '"x"')])
+    assert dnswire.parse_echo(txt, tq, "example.com") is None  # answer type for dnspython
+    q = dns.message.make_query("example.com", "A", use_edns=0)
+    r = dns.message.make_response(q)
+    r.set_rcode(16)  # extended rcode in the OPT record
+    assert dnswire.parse_echo(r.to_wire(), question, "example.com") is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(names, st.lists(st.tuples(ipv4, st.integers(0, 2**31 - 1)), max_size=4), st.sampled_from([0, 2, 3, 5]),
+       st.integers(0, 65535), st.integers(0, 65535), st.binary(max_size=3), st.integers(0, 80))
+def test_response_record_shortcut_is_invisible(name, records, rcode, qid, our_id, patch, where):
+    """The stored record is the same with and without ``parse_echo``, for good and damaged responses."""
+    from censorscope.probes import dns as dnsprobe
+
+    wire, question, code = _echo_case(name, "A", [(name + ".", "A", ttl, ip) for ip, ttl in records], rcode, qid)
+    where = min(where, len(wire))
+    damaged = wire[:where] + patch + wire[where + len(patch):]
+    for data in (wire, damaged):
+        fast = dnsprobe.response_record(data, 0.5, "127.0.0.1:53", 64, our_id, name, code, question)
+        real = dnswire.parse_echo
+        dnswire.parse_echo = lambda *args: None
+        try:
+            slow = dnsprobe.response_record(data, 0.5, "127.0.0.1:53", 64, our_id, name, code, question)
+        finally:
+            dnswire.parse_echo = real
+        assert list(fast.items()) == list(slow.items())
