@@ -281,7 +281,7 @@ def test_rst_injection_on_sni(wire, censor):
 
 
 def test_residual_window_blocks_the_triple_then_expires(wire, censor):
-    duration = 3.0
+    duration = 5.0
     c = censor([{"behaviour": "rst_injection", "http_keywords": ["falun"]},
                 {"behaviour": "residual", "duration": duration}])
     assert wire.client(lambda: http_request(SERVER, 80, "/falun"))[1] == "reset"
@@ -342,7 +342,8 @@ def test_throttled_flow_measures_near_its_rate_and_unthrottled_does_not(wire, ce
     outcome, _, body, secs = wire.client(lambda: tls_fetch(SERVER, "fast.example", f"/bytes/{size * 20}"))
     fast_kbit = len(body) * 8 / 1000 / secs
     assert 0.5 * rate_kbit < slow_kbit < 1.3 * rate_kbit, slow_kbit
-    assert fast_kbit > 10 * rate_kbit, fast_kbit
+    # unthrottled: limited only by CPU (Python TLS at both ends); far above the class even on a loaded machine
+    assert fast_kbit > 4 * rate_kbit, fast_kbit
 
 
 def test_latency_adds_delay_each_way(wire, censor):
