@@ -202,7 +202,8 @@ class Evaluator:
 
     # --- probes that take no list entries ----------------------------------------
     def _direct(self, probe: str, truths: list[Truth], out: Path) -> None:
-        """Measure targets of a probe that campaigns cannot drive (no ``target_from_url``):
+        """Measure targets of a probe that campaigns cannot drive (no ``target_from_url``) or the
+        control helper does not offer (the VPN probes):
         ``censorscope probe`` from the client, the same from the control namespace as the control
         (what the helper would return). No confirmation re-tests for these."""
         import dataclasses
@@ -236,6 +237,7 @@ class Evaluator:
     def run_scenario(self, sc: Scenario) -> list[Row]:
         """Measure every truth row of ``sc`` (the lab must already run ``sc``) and grade it."""
         from censorscope.analysis.verdicts import verdict_rows
+        from censorscope.measure.helper_policy import HELPER_PROBES
         from censorscope.probes import registry
 
         base = self.workdir / sc.name
@@ -249,7 +251,8 @@ class Evaluator:
         for probe, truths in by_probe.items():
             out = base / probe
             outs.append(out)
-            if not callable(getattr(registry.load(probe), "target_from_url", None)):
+            if not callable(getattr(registry.load(probe), "target_from_url", None)) or probe not in HELPER_PROBES:
+                # the helper offers no control for it (VPN probes): measure client and control directly
                 self._direct(probe, truths, out)
                 continue
             lst = base / f"{probe}.txt"
