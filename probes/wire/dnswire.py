@@ -152,17 +152,21 @@ def encode_name(name: str) -> bytes:
         raise ValueError(f"name {name!r} is not ASCII (apply IDNA first)") from None
     if raw.endswith(b"."):
         raw = raw[:-1]
-    out = bytearray()
+    if len(raw) > 253:  # the wire form adds 2 bytes: the first length byte and the root
+        raise ValueError(f"name {name!r} is longer than 255 bytes")
+    # Length byte + label, joined once: the bulk engine encodes every name of a campaign.
+    parts = []
     for label in raw.split(b"."):
         n = len(label)
         if n == 0 or n > 63:
             raise ValueError(f"bad label length {n} in {name!r}")
-        out.append(n)
-        out += label
-    out.append(0)
-    if len(out) > 255:
-        raise ValueError(f"name {name!r} is longer than 255 bytes")
-    return bytes(out)
+        parts.append(_LENGTH_BYTE[n])
+        parts.append(label)
+    parts.append(b"\x00")
+    return b"".join(parts)
+
+
+_LENGTH_BYTE = [bytes([n]) for n in range(64)]
 
 
 def build_query(name: str, qtype: str | int, qid: int, *, rd: bool = True, edns: bool = True) -> bytes:
@@ -323,7 +327,9 @@ def _records(data: bytes, off: int, an: int, rest: int, seen: dict[int, str]) ->
             raise _Unusual
         off = end
     for _ in range(rest):
-        off = off + 1 if off < n and data[off] == 0 else _skip_name(data, off)  # OPT's owner is the root
+        # usual owners: the root (OPT) or a pointer (authority, glue), skipped without a call
+        first = data[off] if off < n else 0
+        off = off + 1 if first == 0 else off + 2 if first >= 0xC0 else _skip_name(data, off)
         if off + 10 > n:
             raise _Unusual
         rtype, _rclass, ttl, rdlen = _RRHEAD.unpack_from(data, off)
