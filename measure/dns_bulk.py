@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ctypes
 import errno
+import gc
 import os
 import socket
 import struct
@@ -576,11 +578,12 @@ class _Engine:
         while i < n:
             sent, err = self.sender.send(s, wires, i)
             now = clock()
+            by_question, deadline, timeouts = self.by_question, now + self.timeout, self.timeouts
             for q in batch[i:i + sent]:
                 q.t0 = now
-                self.by_question[q.key] = q
-                self.waiting += 1
-                self.timeouts.append((now + self.timeout, q))
+                by_question[q.key] = q
+                timeouts.append((deadline, q))
+            self.waiting += sent
             self.stats.queries += sent
             if sent:
                 self._arm(now + self.timeout)
@@ -753,6 +756,37 @@ class _Engine:
             self.done.set_exception(error)
 
 
+#: Cyclic-GC generation-0 threshold while an engine runs (CPython's default is 700).
+GC_THRESHOLD0 = 50_000
+_gc_saved: list[tuple[int, int, int]] = []  # thresholds to restore; non-empty while any engine runs
+_gc_users = 0
+
+
+@contextlib.contextmanager
+def _fewer_gc_passes() -> Iterator[None]:
+    """Run the cyclic garbage collector less often while engines run, then restore the thresholds.
+
+    Why: every query allocates about ten containers that stay alive for the
+    hold window, so with the default threshold the collector runs every ~70
+    queries and re-scans thousands of live ones: measured 10-15 % of the
+    engine's CPU. Nothing is lost (the engine creates no garbage cycles; any
+    other code's cycles are still collected, in larger batches). Process-wide,
+    so nested/concurrent engines share one save/restore.
+    """
+    global _gc_users
+    if _gc_users == 0:
+        current = gc.get_threshold()
+        _gc_saved.append(current)
+        gc.set_threshold(max(current[0], GC_THRESHOLD0), *current[1:])
+    _gc_users += 1
+    try:
+        yield
+    finally:
+        _gc_users -= 1
+        if _gc_users == 0:
+            gc.set_threshold(*_gc_saved.pop())
+
+
 async def resolve_many(
     names: Iterable[str],
     resolver: str,
@@ -784,8 +818,9 @@ async def resolve_many(
         raise ConfigError(str(e)) from None
     started = time.monotonic()
     try:
-        engine.fill()
-        await engine.done
+        with _fewer_gc_passes():
+            engine.fill()
+            await engine.done
     finally:
         engine.close()
         engine.stats.runtime = time.monotonic() - started

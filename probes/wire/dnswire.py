@@ -51,6 +51,7 @@ _ntoa = socket.inet_ntoa
 _HEADER = struct.Struct("!6H")
 _QTAIL = struct.Struct("!HH")
 _RRHEAD = struct.Struct("!HHIH")
+_PTR_RRHEAD = struct.Struct("!HHHIH")  # compression pointer + RR header
 # Bytes allowed in a label on the fast path; anything else needs dnspython's escaping.
 _SAFE = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_*"
 _SAFE_DOT = _SAFE + b"."
@@ -296,20 +297,20 @@ def _records(data: bytes, off: int, an: int, rest: int, seen: dict[int, str]) ->
     n = len(data)
     answers: list[dict[str, Any]] = []
     for _ in range(an):
-        # Inline the usual case: the owner name is a pointer to a name already read.
-        rname = None
-        if off + 1 < n and data[off] >= 0xC0:
-            ptr = ((data[off] & 0x3F) << 8) | data[off + 1]
-            if ptr < off:
-                rname = seen.get(ptr)
-        if rname is None:
-            rname, off = _read_name(data, off, seen)
+        if off + 12 <= n and data[off] >= 0xC0:
+            # The usual owner: a pointer to a name already read; one unpack for it and the RR header.
+            ptr, rtype, rclass, ttl, rdlen = _PTR_RRHEAD.unpack_from(data, off)
+            ptr &= 0x3FFF
+            rname = seen.get(ptr) if ptr < off else None
+            if rname is None:
+                rname, _after = _read_name(data, off, seen)  # raises on a forward pointer
+            off += 12
         else:
-            off += 2
-        if off + 10 > n:
-            raise _Unusual
-        rtype, rclass, ttl, rdlen = _RRHEAD.unpack_from(data, off)
-        off += 10
+            rname, off = _read_name(data, off, seen)
+            if off + 10 > n:
+                raise _Unusual
+            rtype, rclass, ttl, rdlen = _RRHEAD.unpack_from(data, off)
+            off += 10
         end = off + rdlen
         if end > n or rclass != 1:
             raise _Unusual
@@ -327,15 +328,22 @@ def _records(data: bytes, off: int, an: int, rest: int, seen: dict[int, str]) ->
             raise _Unusual
         off = end
     for _ in range(rest):
-        # usual owners: the root (OPT) or a pointer (authority, glue), skipped without a call
-        first = data[off] if off < n else 0
-        off = off + 1 if first == 0 else off + 2 if first >= 0xC0 else _skip_name(data, off)
-        if off + 10 > n:
-            raise _Unusual
-        rtype, _rclass, ttl, rdlen = _RRHEAD.unpack_from(data, off)
+        # Usual owners: the root (OPT) or a pointer (authority, glue), each read with one unpack.
+        if off + 11 <= n and data[off] == 0:
+            rtype, _rclass, ttl, rdlen = _RRHEAD.unpack_from(data, off + 1)
+            off += 11
+        elif off + 12 <= n and data[off] >= 0xC0:
+            _ptr, rtype, _rclass, ttl, rdlen = _PTR_RRHEAD.unpack_from(data, off)
+            off += 12
+        else:
+            off = _skip_name(data, off)
+            if off + 10 > n:
+                raise _Unusual
+            rtype, _rclass, ttl, rdlen = _RRHEAD.unpack_from(data, off)
+            off += 10
         if rtype == 41 and ttl >> 24:  # OPT carrying an extended rcode
             raise _Unusual
-        off += 10 + rdlen
+        off += rdlen
         if off > n:
             raise _Unusual
     return answers

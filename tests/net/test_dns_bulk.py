@@ -242,3 +242,23 @@ def test_receivers_raise_a_pending_icmp_error(receiver):
         assert original == b"\x00\x01hello" and info["failure"] == "connection_refused"
     finally:
         sock.close()
+
+
+def test_gc_runs_less_often_during_a_run_and_is_restored():
+    import gc
+
+    before = gc.get_threshold()
+    seen = []
+    with UDPServer(lambda q: [(0, answer(q, REAL), "server")]) as server:
+        bulk(["a.example"], server.address, hold_window=0.05)  # a whole run before the nested ones
+
+        async def nested():  # two engines at once share one save/restore
+            out = []
+            await asyncio.gather(*(resolve_many([f"{i}.example"], server.address, hold_window=0.05,
+                                                on_result=lambda *a: (out.append(a), seen.append(gc.get_threshold())))
+                                   for i in range(2)))
+            return out
+
+        assert len(asyncio.run(nested())) == 2
+    assert gc.get_threshold() == before
+    assert seen and all(t[0] == max(before[0], dns_bulk.GC_THRESHOLD0) for t in seen)
