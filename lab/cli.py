@@ -191,3 +191,7 @@ def demo(name: str, keep_results: str | None) -> None:
 from censorscope.lab.evaluate import evaluate_command  # noqa: E402 - lives in its own module
 
 lab.add_command(evaluate_command)
+
+from censorscope.lab.samples import samples_command  # noqa: E402 - lives in its own module
+
+lab.add_command(samples_command)
