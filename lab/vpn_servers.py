@@ -4,7 +4,7 @@ scenario's ``[vpn] servers = [...]`` names them (docs/lab.md).
 =============  ===============================================  =====================================
 name           daemon                                           where (``VPN_V4``/``TOR_V4``)
 =============  ===============================================  =====================================
-openvpn        two ``openvpn`` servers (lab-CA PKI, no tls-auth) UDP 1194 and TCP 1194
+openvpn        two ``openvpn`` servers (lab-CA PKI, no tls-auth) UDP 1194 and TCP 1195
 wireguard      ``wireguard-go`` + ``wg`` (per-lab keys and       UDP 51820
                interface name ``wgcs<hash>``)
 ikev2          strongSwan ``charon`` + ``swanctl`` under          UDP 500 and 4500
@@ -51,8 +51,9 @@ READY_TIMEOUT = 60.0
 QUIC_NAME = "quic.lab"
 SS_PASSWORD = "censorscope-lab"
 SS_METHOD = "chacha20-ietf-poly1305"
-PORTS = {"openvpn": 1194, "wireguard": 51820, "ikev2": 500, "pptp": 1723, "l2tp": 1701, "shadowsocks": 8388,
-         "ssh": 22, "tor": 9001, "quic": 443, "fet": 9999, "socks": 1080}
+#: TCP on its own port: the verdict engine keys residual state by address:port, not transport, so a
+#: UDP block on 1194 would make a TCP failure on 1194 look like residual censorship (inconclusive)
+OPENVPN_PORTS = {"udp": 1194, "tcp": 1195}
 #: the processes behind each name (topology keys)
 PROCS = {"openvpn": ("vpn-openvpn-udp", "vpn-openvpn-tcp"), "quic": ("vpn-aux",), "fet": ("vpn-aux",)}
 
@@ -91,7 +92,7 @@ def targets() -> dict[str, str]:
     """The probe target of each server (what scenarios' ``[[truth]]`` rows name)."""
     v4, tor = A.VPN_V4, A.TOR_V4
     return {
-        "openvpn-udp": f"openvpn://{v4}:1194?proto=udp", "openvpn-tcp": f"openvpn://{v4}:1194?proto=tcp",
+        "openvpn-udp": f"openvpn://{v4}:1194?proto=udp", "openvpn-tcp": f"openvpn://{v4}:1195?proto=tcp",
         "wireguard": f"wireguard://{v4}:51820", "ikev2": f"ikev2://{v4}", "pptp": f"pptp://{v4}",
         "l2tp": f"l2tp://{v4}", "ssh": f"ssh://{v4}:22", "tor": f"tor://{tor}:9001",
         "quic": f"quic://{v4}:443?sni={QUIC_NAME}", "fet": f"fet://{v4}:9999",
@@ -182,7 +183,7 @@ class VpnServers:
             conf.write_text("\n".join([
                 "mode server", "tls-server", f"dev tun-ov{proto[0]}", "dev-type tun", "topology subnet",
                 f"server {net} 255.255.255.128", f"proto {'tcp-server' if proto == 'tcp' else 'udp'}",
-                f"local {A.VPN_V4}", "port 1194", f"ca {self.ca_file}", f"cert {cert}", f"key {key}", "dh none",
+                f"local {A.VPN_V4}", f"port {OPENVPN_PORTS[proto]}", f"ca {self.ca_file}", f"cert {cert}", f"key {key}", "dh none",
                 "verb 3", f"status {d}/status-{proto}.log", "",
             ]))
             (d / f"vpn-openvpn-{proto}.out").unlink(missing_ok=True)
