@@ -1,13 +1,28 @@
-"""censorscope.analysis: judge stored measurements (verdicts) and report them.
+"""censorscope.analysis: from stored measurements to verdicts, patterns over time and reports.
 
-``censorscope.analysis.verdicts(measurements)`` returns the verdict table (a
-pandas DataFrame; pandas is imported on use). ``verdicts`` is the verdict
-engine's subpackage and is callable as its main function, so
+Everything takes and returns pandas DataFrames (columns in docs/analysis.md)::
+
+    load(paths)                 one row per measurement (censorscope JSONL/Parquet, OONI files)
+    observations(paths)         one row per observation
+    verdicts(measurements)      ok / down / blocked / inconclusive, with method and evidence
+    blocking_matrix(v, by, freq), method_mix(v), first_last_blocked(v), compare_vantages(v)
+    episodes(v)                 when blocking started and ended (CUSUM change points)
+    plots.heatmap / timeline / method_breakdown   matplotlib Figures
+    export(paths, fmt, out)     Parquet, CSV or OONI's format
+
+``verdicts`` is the verdict engine's subpackage made callable, so
 ``censorscope.analysis.verdicts(...)`` and ``censorscope.analysis.verdicts.dns``
 both work.
 """
 
-from censorscope.analysis import verdicts
+from censorscope.analysis import plots, verdicts
+from censorscope.analysis.aggregate import blocking_matrix, compare_vantages, first_last_blocked, method_mix
+from censorscope.analysis.episodes import episodes
+from censorscope.analysis.export import export
+from censorscope.analysis.tables import load, observations
 from censorscope.analysis.verdicts import RULES_VERSION, Verdict, register, verdict_for
 
-__all__ = ["RULES_VERSION", "Verdict", "register", "verdict_for", "verdicts"]
+__all__ = [
+    "RULES_VERSION", "Verdict", "blocking_matrix", "compare_vantages", "episodes", "export", "first_last_blocked",
+    "load", "method_mix", "observations", "plots", "register", "verdict_for", "verdicts",
+]

@@ -3,7 +3,7 @@
 ``report RESULTS…`` judges measurements (JSONL/Parquet files or directories,
 OONI files too) and prints the verdict table: a human table with totals by
 default, ``--json`` one object per line with the verdict columns, ``--csv``
-the same columns as CSV. Unreadable (torn) lines are skipped and reported on
+the same columns as CSV, ``--html FILE`` a self-contained page with plots. Unreadable (torn) lines are skipped and reported on
 stderr. ``export`` writes measurements as Parquet, CSV or OONI's format.
 """
 
@@ -46,7 +46,9 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 @click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line with the verdict columns.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV with the verdict columns.")
-def report(results: tuple[Path, ...], as_json: bool, as_csv: bool) -> None:
+@click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a self-contained HTML report (summary, tables, plots) to this file.")
+def report(results: tuple[Path, ...], as_json: bool, as_csv: bool, html_out: Path | None) -> None:
     """Judge stored measurements and print one verdict per input and probe.
 
     RESULTS are run files (JSONL, Parquet, OONI JSON/JSONL) or directories of
@@ -62,6 +64,13 @@ def report(results: tuple[Path, ...], as_json: bool, as_csv: bool) -> None:
     rows = verdict_rows(list(results), load)
     for problem in load.problems:
         click.echo(f"skipped: {problem}", err=True)
+    if html_out is not None:
+        import pandas as pd
+
+        from censorscope.analysis.report_html import render
+
+        html_out.write_text(render(pd.DataFrame(rows), title=f"censorscope report: {', '.join(map(str, results))}"))
+        click.echo(f"wrote {html_out}", err=True)
     if as_json:
         for r in rows:
             click.echo(json.dumps({k: r[k] for k in COLUMNS}, ensure_ascii=False))
