@@ -52,6 +52,31 @@ def test_every_vpn_probe_reaches_its_real_server_unblocked(use_scenario):
     assert not wrong, wrong
 
 
+def _ss_config(tmp_path) -> str:
+    from censorscope.lab import addressing as A
+    from censorscope.lab.vpn_servers import SS_METHOD, SS_PASSWORD
+
+    cfg = tmp_path / "ss.toml"
+    cfg.write_text(f'ss_password = "{SS_PASSWORD}"\nss_method = "{SS_METHOD}"\nss_dest = "{A.SERVER_V4}:80"\n'
+                   "timeout = 3.0\n")
+    return str(cfg)
+
+
+def _ss_round_trip(lab, tmp_path) -> dict:
+    from vpnlab import probe_in
+
+    obs = probe_in(lab, "client", "fet", "fet://203.0.113.40:8388", config=_ss_config(tmp_path),
+                   shadowsocks_only=True)
+    return [o for o in obs if o["operation"] == "shadowsocks_round_trip"][0]
+
+
+def test_shadowsocks_round_trip_through_the_lab_ss_server(use_scenario, tmp_path):
+    lab = use_scenario("vpn-baseline")
+    rt = _ss_round_trip(lab, tmp_path)
+    assert rt["failure"] is None and rt["response_head"].startswith("HTTP/1.1 "), rt
+    assert rt["first_packet_exemptions"] in ([], ["ex1_popcount"])  # random-looking, as the GFW sees it
+
+
 def test_a_really_down_vpn_server_is_down_not_blocked(use_scenario):
     lab = use_scenario("vpn-baseline")
     for probe, target in (("openvpn", "openvpn://203.0.113.251:1194?proto=tcp"),
@@ -89,12 +114,15 @@ def test_openvpn_fingerprinting_is_not_port_blocking(use_scenario):
     assert verdict == "ok", failures(rec)
 
 
-def test_fet_blocked_by_exemption_rules_and_exempt_traffic_is_not(use_scenario):
+def test_fet_blocked_by_exemption_rules_and_exempt_traffic_is_not(use_scenario, tmp_path):
     # short residual window and p = 1 keep this quick and deterministic
     lab = use_scenario(with_all_servers("vpn-fet", probability=1.0, residual=4.0), fresh=True)
     verdict, method, rec = judge(lab, "fet", T["fet"], attempts=2, followups=1, followup_delay=0.2,
                                  interval=0.05, read_timeout=1.5, timeout=2.0)
     assert (verdict, method) == ("blocked", "fet.blocked"), failures(rec)
+    # a real Shadowsocks connection (random-looking first packet) is caught too
+    rt = _ss_round_trip(lab, tmp_path)
+    assert rt["failure"] == "generic_timeout_error", rt
     # exempt payloads to the same server and the same port after the window: never called blocked
     import time
     time.sleep(4.5)
