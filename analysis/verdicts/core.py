@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -111,12 +112,32 @@ def host_of(value: str | None) -> str | None:
     if not value:
         return None
     if "://" in value:
-        return urlsplit(value).hostname
+        return _url_host(value)
     if value.startswith("["):
         return value[1:].split("]", 1)[0]
     if value.count(":") == 1:
         return value.split(":", 1)[0]
     return value
+
+
+@lru_cache(maxsize=65536)
+def _url_host(url: str) -> str | None:
+    # inputs repeat across a campaign (every vantage, every day): split each distinct URL once
+    return urlsplit(url).hostname
+
+
+def _by_operation(observations: list[dict[str, Any]]) -> dict[Any, list[dict[str, Any]]]:
+    by: dict[Any, list[dict[str, Any]]] = {}
+    for o in observations:
+        op = o.get("operation")
+        if op in by:
+            by[op].append(o)
+        else:
+            by[op] = [o]
+    return by
+
+
+_EMPTY: dict[Any, list[dict[str, Any]]] = {}
 
 
 class Measurement:
@@ -125,38 +146,51 @@ class Measurement:
     ``control`` of a stored measurement is null or a dict with at least
     ``observations`` (same format, made from an uncensored vantage) and maybe
     ``failure`` (the control helper itself could not run).
+
+    The record is treated as immutable: observations are indexed by operation
+    (and by id) once, when the view is made.
     """
 
     def __init__(self, record: dict[str, Any]) -> None:
         self.record = record
-        self.id: str = str(record.get("measurement_id") or "")
-        self.probe: str = str(record.get("probe") or "")
-        self.input: str = str(record.get("input") or "")
-        self.observations: list[dict[str, Any]] = [o for o in record.get("observations") or [] if isinstance(o, dict)]
-        control = record.get("control")
+        get = record.get
+        self.id: str = str(get("measurement_id") or "")
+        self.probe: str = str(get("probe") or "")
+        self.input: str = str(get("input") or "")
+        self.observations: list[dict[str, Any]] = [o for o in get("observations") or () if isinstance(o, dict)]
+        control = get("control")
         self.control: dict[str, Any] | None = control if isinstance(control, dict) else None
         self.control_observations: list[dict[str, Any]] = (
-            [o for o in (self.control or {}).get("observations") or [] if isinstance(o, dict)]
+            [o for o in control.get("observations") or () if isinstance(o, dict)] if self.control is not None else []
         )
-        self.annotations: dict[str, Any] = record.get("annotations") or {}
-        self.vantage: dict[str, Any] = record.get("vantage") or {}
-        self.attempt: int = int(record.get("attempt") or 0)
-        self.start: float | None = parse_time(record.get("measurement_start_time"))
+        self.annotations: dict[str, Any] = get("annotations") or {}
+        self.vantage: dict[str, Any] = get("vantage") or {}
+        self.attempt: int = int(get("attempt") or 0)
+        self.start: float | None = parse_time(get("measurement_start_time"))
         self.host: str | None = host_of(self.input)
-        self._by_id = {o.get("id"): o for o in self.observations}
+        self._by_id: dict[Any, dict[str, Any]] | None = None  # built on first use
+        self._ops = _by_operation(self.observations)
+        self._control_ops = _by_operation(self.control_observations) if self.control_observations else _EMPTY
+        self._control_state: str | None = None
+        self._vantage_key: tuple[Any, ...] | None = None
 
     # --- observations ---------------------------------------------------
     def ops(self, operation: str) -> list[dict[str, Any]]:
         """The measurement's observations of one operation, in order."""
-        return [o for o in self.observations if o.get("operation") == operation]
+        found = self._ops.get(operation)
+        return list(found) if found else []
 
     def control_ops(self, operation: str) -> list[dict[str, Any]]:
         """The control's observations of one operation, in order."""
-        return [o for o in self.control_observations if o.get("operation") == operation]
+        found = self._control_ops.get(operation)
+        return list(found) if found else []
 
     def obs(self, obs_id: Any) -> dict[str, Any] | None:
         """The observation with this id."""
-        return self._by_id.get(obs_id)
+        by_id = self._by_id
+        if by_id is None:
+            by_id = self._by_id = {o.get("id"): o for o in self.observations}
+        return by_id.get(obs_id)
 
     def ancestors(self, o: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """The observations ``o`` builds on, nearest first (follows ``parent_id``)."""
@@ -171,13 +205,18 @@ class Measurement:
     @property
     def control_state(self) -> str:
         """``missing`` (no control), ``failed`` (the helper could not run) or ``present``."""
-        if self.control is None:
-            return "missing"
-        if self.control.get("failure"):
-            return "failed"
-        if not self.control_observations:
-            return "missing"
-        return "present"
+        state = self._control_state
+        if state is None:
+            if self.control is None:
+                state = "missing"
+            elif self.control.get("failure"):
+                state = "failed"
+            elif not self.control_observations:
+                state = "missing"
+            else:
+                state = "present"
+            self._control_state = state
+        return state
 
     def control_note(self) -> str:
         """Why the control cannot be used, as a phrase for evidence."""
@@ -195,14 +234,18 @@ class Measurement:
     @property
     def vantage_key(self) -> tuple[Any, ...]:
         """Identifies "the same client" for residual-censorship checks."""
-        v = self.vantage
-        return (v.get("cc"), v.get("asn"), v.get("network"), self.record.get("run_id"))
+        key = self._vantage_key
+        if key is None:
+            v = self.vantage
+            key = self._vantage_key = (v.get("cc"), v.get("asn"), v.get("network"), self.record.get("run_id"))
+        return key
 
 
 def address_of(o: dict[str, Any]) -> str | None:
     """``IP:PORT`` of an observation (``address``, or ``ip`` and ``port``)."""
-    if o.get("address"):
-        return str(o["address"])
+    a = o.get("address")
+    if a:
+        return a if type(a) is str else str(a)
     if o.get("ip") and o.get("port") is not None:
         ip = str(o["ip"])
         return f"[{ip}]:{o['port']}" if ":" in ip else f"{ip}:{o['port']}"

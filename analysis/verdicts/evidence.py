@@ -22,17 +22,21 @@ def _secs(o: dict[str, Any]) -> str:
 
 def name(o: dict[str, Any], *, control: bool = False) -> str:
     """``[control ]<operation> #<id>[ to <address>][ (SNI x)]``."""
-    parts = [("control " if control else "") + f"{o.get('operation')} #{o.get('id')}"]
-    target = address_of(o) or o.get("url") or o.get("resolver")
-    if o.get("operation") == "dns_query":
-        parts.append(f"for {o.get('query_name')} {o.get('query_type') or ''}".rstrip())
-        if o.get("resolver"):
-            parts.append(f"to {o.get('resolver')}")
-    elif target:
-        parts.append(f"to {target}")
-    if o.get("operation") in ("tls_handshake", "quic_handshake") and "server_name" in o:
-        parts.append(f"(SNI {o.get('server_name') or 'none'})")
-    return " ".join(parts)
+    get = o.get
+    op = get("operation")
+    text = f"control {op} #{get('id')}" if control else f"{op} #{get('id')}"
+    if op == "dns_query":
+        text += " " + f"for {get('query_name')} {get('query_type') or ''}".rstrip()
+        resolver = get("resolver")
+        if resolver:
+            text += f" to {resolver}"
+    else:
+        target = address_of(o) or get("url") or get("resolver")
+        if target:
+            text += f" to {target}"
+    if (op == "tls_handshake" or op == "quic_handshake") and "server_name" in o:
+        text += f" (SNI {get('server_name') or 'none'})"
+    return text
 
 
 def outcome(o: dict[str, Any], *, control: bool = False) -> str:
