@@ -130,3 +130,16 @@ def test_fet_blocked_by_exemption_rules_and_exempt_traffic_is_not(use_scenario, 
     assert verdict == "ok", (verdict, method, failures(rec))
     verdict, method, rec = judge(lab, "tcp", "203.0.113.40:9999", **FAST)
     assert verdict == "ok", (verdict, method, failures(rec))
+
+
+def test_lab_evaluate_grades_a_vpn_scenario(use_scenario, tmp_path):
+    """``lab evaluate`` on the running lab: VPN probes measured with the control namespace as control."""
+    from censorscope.lab.evaluate import _table, evaluate
+
+    lab = use_scenario("vpn-tor-blackhole")
+    rows = evaluate([lab.scenario], lab_name=lab.name, workdir=tmp_path)
+    assert len(rows) == len(lab.scenario.truth)
+    assert all(r.match for r in rows), _table(rows)
+    assert not any(r.false_blocked for r in rows)
+    tor = next(r for r in rows if r.probe == "tor")
+    assert tor.method == "vpn.tor.blocked.connect_drop"
