@@ -19,6 +19,7 @@ quic           ``vpn_aux``: aioquic QUIC + TLS/TCP               UDP+TCP 443 (``
 fet            ``vpn_aux``: TCP echo (answers every first        TCP 9999
                payload)
 socks          ``microsocks``                                    TCP 1080
+httpconnect    ``vpn_aux``: HTTP CONNECT proxy                    TCP 3128
 =============  ===============================================  =====================================
 
 State (configs, keys, logs, the wireguard client keys ``wireguard/client.toml``) lives in
@@ -46,7 +47,10 @@ from typing import Any
 from censorscope.lab import addressing as A
 from censorscope.probes.errors import LabError
 
-KINDS = ("openvpn", "wireguard", "ikev2", "pptp", "l2tp", "shadowsocks", "ssh", "tor", "quic", "fet", "socks")
+KINDS = ("openvpn", "wireguard", "ikev2", "pptp", "l2tp", "shadowsocks", "ssh", "tor", "quic", "fet", "socks",
+         "httpconnect")
+#: names served by the one vpn_aux process
+AUX = ("quic", "fet", "httpconnect")
 READY_TIMEOUT = 60.0
 QUIC_NAME = "quic.lab"
 SS_PASSWORD = "censorscope-lab"
@@ -55,7 +59,7 @@ SS_METHOD = "chacha20-ietf-poly1305"
 #: UDP block on 1194 would make a TCP failure on 1194 look like residual censorship (inconclusive)
 OPENVPN_PORTS = {"udp": 1194, "tcp": 1195}
 #: the processes behind each name (topology keys)
-PROCS = {"openvpn": ("vpn-openvpn-udp", "vpn-openvpn-tcp"), "quic": ("vpn-aux",), "fet": ("vpn-aux",)}
+PROCS = {"openvpn": ("vpn-openvpn-udp", "vpn-openvpn-tcp"), **{k: ("vpn-aux",) for k in AUX}}
 
 
 def _b64(raw: bytes) -> str:
@@ -96,7 +100,7 @@ def targets() -> dict[str, str]:
         "wireguard": f"wireguard://{v4}:51820", "ikev2": f"ikev2://{v4}", "pptp": f"pptp://{v4}",
         "l2tp": f"l2tp://{v4}", "ssh": f"ssh://{v4}:22", "tor": f"tor://{tor}:9001",
         "quic": f"quic://{v4}:443?sni={QUIC_NAME}", "fet": f"fet://{v4}:9999",
-        "socks": f"socks://{v4}:1080?dest={v4}:9999",
+        "socks": f"socks://{v4}:1080?dest={v4}:9999", "httpconnect": f"httpconnect://{v4}:3128?dest={v4}:9999",
     }
 
 
@@ -158,7 +162,7 @@ class VpnServers:
         return all(k in self.topo.procs and self.topo.procs[k].poll() is None for k in self._keys(kind))
 
     def _stop(self, kind: str) -> None:
-        shared = kind in ("quic", "fet") and ({"quic", "fet"} - {kind}) & self.running
+        shared = kind in AUX and (set(AUX) - {kind}) & self.running
         if not shared:
             for k in self._keys(kind):
                 self.topo.stop(k)
@@ -294,6 +298,9 @@ class VpnServers:
     def _start_fet(self) -> None:
         self._start_aux()
 
+    def _start_httpconnect(self) -> None:
+        self._start_aux()
+
     def _start_aux(self) -> None:
         if "vpn-aux" in self.topo.procs and self.topo.procs["vpn-aux"].poll() is None:
             return
@@ -303,6 +310,7 @@ class VpnServers:
         ready.unlink(missing_ok=True)
         argv = [sys.executable, "-m", "censorscope.lab.vpn_aux", "--quic", f"{A.VPN_V4}:443",
                 "--quic", f"[{A.VPN_V6}]:443", "--echo", f"{A.VPN_V4}:9999", "--echo", f"[{A.VPN_V6}]:9999",
+                "--connect", f"{A.VPN_V4}:3128",
                 "--cert", str(cert), "--key", str(key), "--ready", str(ready)]
         self._spawn("vpn-aux", argv, d)
 
@@ -326,6 +334,7 @@ class VpnServers:
             "quic": lambda: (self.dir / "aux" / "ready").exists() and _udp_bound(v4, 443),
             "fet": lambda: (self.dir / "aux" / "ready").exists() and _tcp_open(v4, 9999),
             "socks": lambda: _tcp_open(v4, 1080),
+            "httpconnect": lambda: (self.dir / "aux" / "ready").exists() and _tcp_open(v4, 3128),
         }
         return checks[kind]
 

@@ -33,7 +33,7 @@ def with_all_servers(name: str, **censor_overrides: object) -> scenario_mod.Scen
 UNBLOCKED = [
     ("openvpn", "openvpn-udp", {}), ("openvpn", "openvpn-tcp", {}), ("wireguard", "wireguard", {}),
     ("ikev2", "ikev2", {}), ("pptp", "pptp", {}), ("l2tp", "l2tp", {}), ("ssh", "ssh", {}),
-    ("tor", "tor", {}), ("quic", "quic", {}), ("socks", "socks", {}),
+    ("tor", "tor", {}), ("quic", "quic", {}), ("socks", "socks", {}), ("httpconnect", "httpconnect", {}),
     ("fet", "fet", {"attempts": 3, "followups": 1, "followup_delay": 0.2, "interval": 0.05}),
 ]
 
