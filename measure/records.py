@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -42,9 +42,10 @@ class Vantage:
 
     def to_dict(self) -> dict[str, Any]:
         """Stored form; ``ip`` only when it was deliberately set."""
-        d = asdict(self)
-        if d["ip"] is None:
-            del d["ip"]
+        # written out rather than dataclasses.asdict (a deep copy): this runs once per stored measurement
+        d: dict[str, Any] = {"cc": self.cc, "asn": self.asn, "network": self.network, "resolver": self.resolver}
+        if self.ip is not None:
+            d["ip"] = self.ip
         return d
 
 
