@@ -44,6 +44,10 @@ def _opts(lab, probe: str, extra: dict) -> dict:
 
 def test_every_vpn_probe_reaches_its_real_server_unblocked(use_scenario):
     lab = use_scenario("vpn-baseline")
+    # the network rule: tor (and every other server) runs where nothing outside the lab is routed
+    for fam in ("-4", "-6"):
+        assert lab.topo.run("server", ["ip", fam, "route", "show", "default"]).stdout.strip() == ""
+    assert lab.topo.procs["vpn-tor"].poll() is None
     wrong = []
     for probe, key, extra in UNBLOCKED:
         verdict, method, rec = judge(lab, probe, T[key], **_opts(lab, probe, extra))
