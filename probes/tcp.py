@@ -95,3 +95,24 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     _, streams = await connect(net, rec, ip, port, timeout=options.timeout)
     await close(streams)
     return rec.observations
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def target_from_url(url: str) -> str | None:
+    """Campaign input -> target: a URL whose host is an IP literal, as ``IP:PORT``.
+
+    URLs naming a host give None (the runner skips them): this probe never
+    resolves names, so that a campaign never silently uses a resolver the user
+    did not choose. Measure names with ``web`` or ``dns``.
+    """
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
+        ip = ipaddress.ip_address(parts.hostname or "")
+    except ValueError:
+        return None
+    return format_host_port(str(ip), port) if port else None
