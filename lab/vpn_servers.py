@@ -20,6 +20,8 @@ fet            ``vpn_aux``: TCP echo (answers every first        TCP 9999
                payload)
 socks          ``microsocks``                                    TCP 1080
 httpconnect    ``vpn_aux``: HTTP CONNECT proxy                    TCP 3128
+sstp           ``sstpd`` (PyPI sstp-server; call setup only:      TCP 8443 (``sstp.lab`` cert)
+               no PPP in the kernel, pppd is /bin/false)
 =============  ===============================================  =====================================
 
 State (configs, keys, logs, the wireguard client keys ``wireguard/client.toml``) lives in
@@ -48,7 +50,8 @@ from censorscope.lab import addressing as A
 from censorscope.probes.errors import LabError
 
 KINDS = ("openvpn", "wireguard", "ikev2", "pptp", "l2tp", "shadowsocks", "ssh", "tor", "quic", "fet", "socks",
-         "httpconnect")
+         "httpconnect", "sstp")
+SSTP_NAME = "sstp.lab"
 #: names served by the one vpn_aux process
 AUX = ("quic", "fet", "httpconnect")
 READY_TIMEOUT = 60.0
@@ -101,6 +104,7 @@ def targets() -> dict[str, str]:
         "l2tp": f"l2tp://{v4}", "ssh": f"ssh://{v4}:22", "tor": f"tor://{tor}:9001",
         "quic": f"quic://{v4}:443?sni={QUIC_NAME}", "fet": f"fet://{v4}:9999",
         "socks": f"socks://{v4}:1080?dest={v4}:9999", "httpconnect": f"httpconnect://{v4}:3128?dest={v4}:9999",
+        "sstp": f"sstp://{v4}:8443?sni={SSTP_NAME}",
     }
 
 
@@ -314,6 +318,17 @@ class VpnServers:
                 "--cert", str(cert), "--key", str(key), "--ready", str(ready)]
         self._spawn("vpn-aux", argv, d)
 
+    def _start_sstp(self) -> None:
+        d = self._sub("sstp")
+        cert, key = self.cert_for("sstp", [SSTP_NAME, A.VPN_V4])
+        (d / "options").write_text("")
+        sstpd = Path(sys.executable).with_name("sstpd")
+        if not sstpd.exists():
+            raise LabError(f"{sstpd} is missing: install censorscope's test extra (sstp-server)")
+        self._spawn("vpn-sstp", [str(sstpd), "-l", A.VPN_V4, "-p", "8443", "-c", str(cert), "-k", str(key),
+                                 "--local", "192.0.2.1", "--remote", "192.0.2.0/24", "--pppd", "/bin/false",
+                                 "--pppd-config", str(d / "options")], d)
+
     def _start_socks(self) -> None:
         d = self._sub("socks")
         self._spawn("vpn-socks", ["microsocks", "-i", A.VPN_V4, "-p", "1080"], d)
@@ -334,6 +349,7 @@ class VpnServers:
             "quic": lambda: (self.dir / "aux" / "ready").exists() and _udp_bound(v4, 443),
             "fet": lambda: (self.dir / "aux" / "ready").exists() and _tcp_open(v4, 9999),
             "socks": lambda: _tcp_open(v4, 1080),
+            "sstp": lambda: _tcp_open(v4, 8443),
             "httpconnect": lambda: (self.dir / "aux" / "ready").exists() and _tcp_open(v4, 3128),
         }
         return checks[kind]

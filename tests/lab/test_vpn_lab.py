@@ -34,6 +34,7 @@ UNBLOCKED = [
     ("openvpn", "openvpn-udp", {}), ("openvpn", "openvpn-tcp", {}), ("wireguard", "wireguard", {}),
     ("ikev2", "ikev2", {}), ("pptp", "pptp", {}), ("l2tp", "l2tp", {}), ("ssh", "ssh", {}),
     ("tor", "tor", {}), ("quic", "quic", {}), ("socks", "socks", {}), ("httpconnect", "httpconnect", {}),
+    ("sstp", "sstp", {}),
     ("fet", "fet", {"attempts": 3, "followups": 1, "followup_delay": 0.2, "interval": 0.05}),
 ]
 
