@@ -191,6 +191,11 @@ _BOGONS = tuple(ipaddress.ip_network(n) for n in (
 ))
 
 
+#: the bogon networks as (version, first, last) integer ranges: one parse per distinct address, then
+#: integer comparisons (no network objects per check)
+_BOGON_RANGES = tuple((n.version, int(n.network_address), int(n.broadcast_address)) for n in _BOGONS)
+
+
 @lru_cache(maxsize=65536)
 def is_bogon(address: str) -> bool:
     """True for addresses no public server uses: unspecified, loopback, private, CGN,
@@ -201,4 +206,5 @@ def is_bogon(address: str) -> bool:
         return False
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
-    return any(ip.version == n.version and ip in n for n in _BOGONS)
+    version, value = ip.version, int(ip)
+    return any(v == version and lo <= value <= hi for v, lo, hi in _BOGON_RANGES)
