@@ -199,11 +199,15 @@ class ResidualTracker:
 
 
 def trigger_key(m: Measurement, v: Verdict) -> str:
-    """What a censor keys on for this failure: the host (SNI) for TLS/QUIC/throttling, which
-    is the same trigger for every URL of a site; the whole input otherwise (HTTP keywords
-    live in the path)."""
-    if str(v.method).startswith(("tls.", "quic.", "throttled")) and m.host:
-        return m.host
+    """What a censor keys on for this failure: the SNI for TLS/QUIC/throttling, which is the
+    same trigger for every URL of a site (the name the handshake sent, so re-tests of an
+    ``IP:PORT`` with different names are different triggers; else the input's host); the
+    whole input otherwise (HTTP keywords live in the path)."""
+    if str(v.method).startswith(("tls.", "quic.", "throttled")):
+        sni = next((str(o["server_name"]).lower() for op in ("tls_handshake", "quic_handshake", "throughput")
+                    for o in m.ops(op) if o.get("server_name")), None)
+        if sni or m.host:
+            return sni or str(m.host)
     return m.input
 
 

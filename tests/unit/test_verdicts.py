@@ -680,3 +680,18 @@ def test_two_urls_of_one_sni_blocked_site_are_not_each_others_residual():
     b["input"] = "blocked.example:8443"  # another input, same SNI (host)
     rows = {r.measurement_id: (r.verdict, r.method) for r in verdicts([a, b]).itertuples()}
     assert rows == {"u1": ("blocked", "tls.sni_reset"), "u2": ("blocked", "tls.sni_reset")}
+
+
+def test_sni_retests_of_one_address_are_keyed_by_the_name_sent():
+    """Confirmation re-tests of two inputs are both ``tls`` to the same ``IP:PORT`` (different SNIs), started
+    together: the trigger's handshake is reset first, the bystander's 1 ms later is residual, never blocked."""
+    ep = "203.0.113.161:443"
+
+    def retest(sni, mid, start):
+        return meas("tls", ep, [conn(1, ep), tlsh(2, ep, sni, "connection_reset", parent=1) | {"t0": 0.03}],
+                    control_obs=[conn(1, ep), tlsh(2, ep, sni, parent=1)], mid=mid, start=start,
+                    ann={"retest_options": {"sni": sni}})
+
+    trig, bys = retest("trigger.example.org", "k-trig", 100.0), retest("bystander.example.org", "k-bys", 100.001)
+    rows = {r.measurement_id: (r.verdict, r.method) for r in verdicts([bys, trig]).itertuples()}
+    assert rows == {"k-trig": ("blocked", "tls.sni_reset"), "k-bys": ("inconclusive", "residual")}
