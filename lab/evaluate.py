@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -46,10 +47,22 @@ SPACING = 2.0
 MAX_SPACING = 30.0
 
 
+def residual_duration(sc: Scenario) -> float:
+    """The longest penalty box of ``sc``'s censor (seconds; 0 without residual blocking)."""
+    return max((float(c.get("duration", 0)) for c in sc.censor if c.get("behaviour") == "residual"), default=0.0)
+
+
 def spacing(sc: Scenario) -> float:
     """Re-test spacing for ``sc``: just past its residual-blocking time (capped), else ``SPACING``."""
-    durations = [float(c.get("duration", 0)) for c in sc.censor if c.get("behaviour") == "residual"]
-    return min(max(durations) + 5.0, MAX_SPACING) if durations else SPACING
+    d = residual_duration(sc)
+    return min(d + 5.0, MAX_SPACING) if d else SPACING
+
+
+def followup_wait(sc: Scenario) -> float:
+    """Seconds to wait after a campaign before re-measuring inputs it caught in another input's penalty box:
+    the whole box (uncapped) plus a margin, so no box a trigger of the campaign opened is still open."""
+    d = residual_duration(sc)
+    return d + 3.0 if d else SPACING
 #: per-operation timeout given to probes in the lab (above the slow-server scenario's 3 s delay, with margin
 #: for a loaded machine)
 PROBE_TIMEOUT = 8.0
@@ -214,15 +227,22 @@ class Evaluator:
         extra = ["--timeout", str(PROBE_TIMEOUT)] if "timeout" in fields else []
         out.mkdir(parents=True, exist_ok=True)
         lines = []
-        for t in truths:
-            self.progress(f"{probe} {t.target} (probe command, control from the control namespace)")
-            argv = [*_censorscope(), "probe", probe, t.target, "--json", *extra]
-            m = self._probe_json("client", argv)
-            ctl = self._probe_json("control", argv)
-            m["control"] = {"observations": ctl["observations"], "failure": None}
-            m["vantage"] = {"cc": "ZZ", "asn": "AS64496", "network": "censorscope lab client"}
-            m["run_id"] = f"evaluate-{probe}"
-            lines.append(json.dumps(m))
+        # targets one after another (a VPN target's residual state must not meet the next one), but each
+        # target's control alongside it: the control namespace is not behind the censor
+        pool = ThreadPoolExecutor(max_workers=1)
+        try:
+            for t in truths:
+                self.progress(f"measuring {probe} {t.target} (probe command, control from the control namespace)")
+                argv = [*_censorscope(), "probe", probe, t.target, "--json", *extra]
+                control = pool.submit(self._probe_json, "control", argv)
+                m = self._probe_json("client", argv)
+                ctl = control.result()
+                m["control"] = {"observations": ctl["observations"], "failure": None}
+                m["vantage"] = {"cc": "ZZ", "asn": "AS64496", "network": "censorscope lab client"}
+                m["run_id"] = f"evaluate-{probe}"
+                lines.append(json.dumps(m))
+        finally:
+            pool.shutdown(wait=True)
         (out / "direct.jsonl").write_text("\n".join(lines) + "\n")
 
     def _probe_json(self, role: str, argv: list[str]) -> dict[str, Any]:
@@ -234,9 +254,30 @@ class Evaluator:
                            f"{(p.stderr or p.stdout).strip()[-400:]}") from None
 
     # --- one scenario ---------------------------------------------------------
+    def _campaign(self, sc: Scenario, probe: str, truths: list[Truth], base: Path, out: Path) -> None:
+        """Run ``censorscope run`` from the client for ``truths`` of one probe, storing into ``out``."""
+        lst = out.with_suffix(".txt")
+        lst.write_text("".join(f"{t.target}\n" for t in truths))
+        camp = out.with_suffix(".toml")
+        camp.write_text(campaign_toml(sc.name, probe, lst, out, self.control_url, spacing(sc)))
+        t0 = time.monotonic()
+        p = self.topo.run("client", [*_censorscope(), "run", str(camp)], check=False, timeout=RUN_TIMEOUT,
+                          env=self.env)
+        out.with_suffix(".run.log").write_text(p.stdout + p.stderr)
+        if not out.exists() or not any(out.glob("*.jsonl")):
+            raise LabError(f"{sc.name}: `censorscope run` for {probe} stored nothing (exit {p.returncode}): "
+                           f"{(p.stderr or p.stdout).strip()[-600:]}")
+        self.progress(f"{sc.name}: {probe} done in {time.monotonic() - t0:.0f} s")
+
     def run_scenario(self, sc: Scenario) -> list[Row]:
-        """Measure every truth row of ``sc`` (the lab must already run ``sc``) and grade it."""
+        """Measure every truth row of ``sc`` (the lab must already run ``sc``) and grade it.
+
+        An input the engine finds caught in *another* input's penalty box (``inconclusive``,
+        method ``residual``) says nothing yet; like a careful user, evaluate measures it again
+        once every box the campaign opened has closed (``followup_wait``) and grades that
+        measurement, judged in one batch with the rest."""
         from censorscope.analysis.verdicts import verdict_rows
+        from censorscope.analysis.verdicts.combine import RESIDUAL
         from censorscope.measure.helper_policy import HELPER_PROBES
         from censorscope.probes import registry
 
@@ -248,6 +289,7 @@ class Evaluator:
         for t in sc.truth:
             by_probe.setdefault(t.probe, []).append(t)
         outs: list[Path] = []
+        campaigned: set[str] = set()
         for probe, truths in by_probe.items():
             out = base / probe
             outs.append(out)
@@ -255,29 +297,63 @@ class Evaluator:
                 # the helper offers no control for it (VPN probes): measure client and control directly
                 self._direct(probe, truths, out)
                 continue
-            lst = base / f"{probe}.txt"
-            lst.write_text("".join(f"{t.target}\n" for t in truths))
-            camp = base / f"{probe}.toml"
-            camp.write_text(campaign_toml(sc.name, probe, lst, out, self.control_url, spacing(sc)))
-            self.progress(f"{sc.name}: {probe} x {len(truths)}")
-            p = self.topo.run("client", [*_censorscope(), "run", str(camp)], check=False, timeout=RUN_TIMEOUT,
-                              env=self.env)
-            (base / f"{probe}.run.log").write_text(p.stdout + p.stderr)
-            if not out.exists() or not any(out.glob("*.jsonl")):
-                raise LabError(f"{sc.name}: `censorscope run` for {probe} stored nothing (exit {p.returncode}): "
-                               f"{(p.stderr or p.stdout).strip()[-600:]}")
+            campaigned.add(probe)
+            self.progress(f"measuring {sc.name}: {probe} x {len(truths)}")
+            self._campaign(sc, probe, truths, base, out)
+
+        def key(t: Truth) -> tuple[str, str]:
+            return (t.probe, expected_input(t.probe, t.target) or t.target)
+
         # one batch: what one probe proves (a certificate valid for a name) informs another's verdict
         got = {(r["probe"], r["input"]): r for r in verdict_rows(outs)}
+        caught = [t for t in sc.truth if t.probe in campaigned and (got.get(key(t)) or {}).get("method") == RESIDUAL]
+        if caught:
+            wait = followup_wait(sc)
+            self.progress(f"{sc.name}: {len(caught)} input(s) met another input's penalty box; "
+                          f"measuring them again after {wait:.0f} s")
+            time.sleep(wait)
+            again: dict[str, list[Truth]] = {}
+            for t in caught:
+                again.setdefault(t.probe, []).append(t)
+            follow_outs = []
+            for probe, truths in again.items():
+                out = base / f"{probe}-followup"
+                follow_outs.append(out)
+                self._campaign(sc, probe, truths, base, out)
+            follow_ids = _first_ids(follow_outs)
+            got, first = {}, got
+            for r in verdict_rows(outs + follow_outs):
+                k = (r["probe"], r["input"])
+                if r["measurement_id"] in follow_ids:
+                    r["evidence"] = (f"Measured again {wait:.0f} s after the campaign (its first measurement "
+                                     f"{first[k]['measurement_id']} met another input's penalty box): {r['evidence']}")
+                    got[k] = r
+                else:
+                    got.setdefault(k, r)
         rows = []
         for t in sc.truth:
-            inp = expected_input(t.probe, t.target)
-            r = got.get((t.probe, inp or t.target))
+            r = got.get(key(t))
             verdict, method = (r["verdict"], r["method"]) if r else (None, None)
             rows.append(Row(sc.name, t.target, t.probe, t.verdict, t.method, verdict, method,
                             grade(t, verdict, method), r["confidence"] if r else None,
                             r["evidence"] if r else "no measurement was stored for this target",
                             r["measurement_id"] if r else None))
         return rows
+
+
+def _first_ids(outs: list[Path]) -> set[str]:
+    """Measurement ids of the first attempts stored under ``outs`` (re-tests excluded)."""
+    ids = set()
+    for out in outs:
+        for f in out.glob("*.jsonl"):
+            for line in f.read_text(errors="replace").splitlines():
+                try:
+                    m = json.loads(line)
+                except ValueError:
+                    continue  # a torn line: the engine reports it
+                if isinstance(m, dict) and not m.get("attempt") and m.get("measurement_id"):
+                    ids.add(str(m["measurement_id"]))
+    return ids
 
 
 def evaluate(scenarios: Iterable[Scenario], *, lab_name: str | None = None, workdir: Path | None = None,
@@ -317,9 +393,11 @@ def evaluate(scenarios: Iterable[Scenario], *, lab_name: str | None = None, work
             ev = Evaluator(lab.topo, lab.env(), workdir, progress)
             ev.start_helper()
             for i, sc in enumerate(scenarios):
+                t0 = time.monotonic()
                 if i:
                     lab.switch(sc)
                 rows += ev.run_scenario(sc)
+                progress(f"{sc.name}: switched, measured and graded in {time.monotonic() - t0:.0f} s")
             ev.stop_helper()
         return rows
     finally:
@@ -381,7 +459,7 @@ def evaluate_command(scenario_names: tuple[str, ...], scenario_files: tuple[str,
     if not scs:
         raise click.UsageError("give --scenario NAME, --scenario-file FILE or --all")
     rows = evaluate(scs, lab_name=name, workdir=out,
-                    progress=lambda msg: click.echo(f"measuring {msg}", err=True))
+                    progress=lambda msg: click.echo(msg, err=True))
     if as_json:
         for r in rows:
             click.echo(json.dumps(r.to_json(), ensure_ascii=False))

@@ -4,7 +4,7 @@ The headline requirement is measurement honesty: across every shipped
 scenario, negative controls included, the engine must never say ``blocked``
 where the truth is ``ok`` or ``down``. Mismatches of other kinds (an
 ``inconclusive`` where the truth is known) are reported in the table but are
-not false accusations.
+not false accusations, but CI runs ``--all`` and needs exit 0: every row must match.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ def test_every_scenario_zero_false_blocked(tmp_path):
     assert all(r.verdict != "blocked" for r in rows if r.scenario in negative)
     # every row was measured and judged (a missing measurement is an evaluate bug, not a verdict)
     assert all(r.verdict is not None for r in rows), _table([r for r in rows if r.verdict is None])
+    # and `censorscope lab evaluate --all` exits 0: every row is what the ground truth says
+    assert all(r.match for r in rows), _table([r for r in rows if not r.match])
 
 
 def test_running_lab_is_graded_in_place(use_scenario, tmp_path):

@@ -65,8 +65,30 @@ def test_retest_spacing_follows_the_scenarios_residual_blocking():
     from censorscope.lab import scenario as S
     from censorscope.lab.evaluate import MAX_SPACING, SPACING, spacing
 
-    assert spacing(S.load("residual")) == 25.0  # a 20 s penalty box
+    assert spacing(S.load("residual")) == 15.0  # a 10 s penalty box
     gfw_like = S.parse({"name": "x", "description": "x", "site": [{"name": "a.example"}],
                         "censor": [{"behaviour": "residual", "duration": 90.0}]})
     assert spacing(gfw_like) == MAX_SPACING  # 90 s: capped, own residual state is recognised
     assert spacing(S.load("baseline")) == SPACING
+
+
+def test_followup_waits_out_the_whole_penalty_box():
+    from censorscope.lab import scenario as S
+    from censorscope.lab.evaluate import SPACING, followup_wait, residual_duration
+
+    long_box = S.parse({"name": "x", "description": "x", "site": [{"name": "a.example"}],
+                        "censor": [{"behaviour": "residual", "duration": 90.0}]})
+    assert residual_duration(long_box) == 90.0 and followup_wait(long_box) > 90.0  # uncapped, unlike spacing
+    assert followup_wait(S.load("residual")) > residual_duration(S.load("residual")) == 10.0
+    assert residual_duration(S.load("baseline")) == 0.0 and followup_wait(S.load("baseline")) == SPACING
+
+
+def test_first_ids_skip_retests_and_torn_lines(tmp_path):
+    from censorscope.lab.evaluate import _first_ids
+
+    out = tmp_path / "web-followup"
+    out.mkdir()
+    (out / "run.jsonl").write_text(
+        '{"measurement_id": "a", "attempt": 0}\n{"measurement_id": "b", "attempt": 1, '
+        '"annotations": {"confirms": "a"}}\n{"measurement_id": "c"}\n{"torn\n')
+    assert _first_ids([out, tmp_path / "missing"]) == {"a", "c"}
