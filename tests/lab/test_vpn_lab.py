@@ -100,6 +100,7 @@ def test_a_really_down_vpn_server_is_down_not_blocked(use_scenario):
     ("vpn-port-block", "ikev2", "ikev2", "vpn.ikev2.blocked.handshake_drop"),
     ("vpn-port-block", "pptp", "pptp", "vpn.pptp.blocked.connect_drop"),
     ("vpn-port-block", "l2tp", "l2tp", "vpn.l2tp.blocked.handshake_drop"),
+    ("vpn-port-block", "sstp", "sstp", "vpn.sstp.blocked.connect_drop"),
     ("vpn-tor-blackhole", "tor", "tor", "vpn.tor.blocked.connect_drop"),
     ("vpn-quic-sni", "quic", "quic", "quic.blocked"),
 ])
