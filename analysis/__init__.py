@@ -8,7 +8,9 @@ Everything takes and returns pandas DataFrames (columns in docs/analysis.md)::
     blocking_matrix(v, by, freq), method_mix(v), first_last_blocked(v), compare_vantages(v)
     episodes(v)                 when blocking started and ended (CUSUM change points)
     plots.heatmap / timeline / method_breakdown   matplotlib Figures
-    export(paths, fmt, out)     Parquet, CSV or OONI's format
+
+``censorscope.analysis.export.export(paths, fmt, out)`` writes Parquet, CSV or
+OONI's format (not re-exported here: the name would hide its module).
 
 ``verdicts`` is the verdict engine's subpackage made callable, so
 ``censorscope.analysis.verdicts(...)`` and ``censorscope.analysis.verdicts.dns``
@@ -18,11 +20,10 @@ both work.
 from censorscope.analysis import plots, verdicts
 from censorscope.analysis.aggregate import blocking_matrix, compare_vantages, first_last_blocked, method_mix
 from censorscope.analysis.episodes import episodes
-from censorscope.analysis.export import export
 from censorscope.analysis.tables import load, observations
 from censorscope.analysis.verdicts import RULES_VERSION, Verdict, register, verdict_for
 
 __all__ = [
-    "RULES_VERSION", "Verdict", "blocking_matrix", "compare_vantages", "episodes", "export", "first_last_blocked",
+    "RULES_VERSION", "Verdict", "blocking_matrix", "compare_vantages", "episodes", "first_last_blocked",
     "load", "method_mix", "observations", "plots", "register", "verdict_for", "verdicts",
 ]

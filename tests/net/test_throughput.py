@@ -133,8 +133,9 @@ def test_cli_json_output():
     import json
     import threading
 
-    from censorscope.measure.cli import cli
     from click.testing import CliRunner
+
+    from censorscope.measure.cli import cli
 
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)

@@ -38,5 +38,5 @@ def test_report_html(tmp_path: Path):
 
 
 def test_package_exports():
-    for name in ("load", "observations", "verdicts", "blocking_matrix", "episodes", "export", "plots"):
+    for name in ("load", "observations", "verdicts", "blocking_matrix", "episodes", "plots"):
         assert hasattr(ca, name), name
