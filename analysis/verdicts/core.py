@@ -201,6 +201,24 @@ class Measurement:
             yield parent
             parent = self.obs(parent.get("parent_id"))
 
+    def descends_from(self, o: dict[str, Any], ancestor: dict[str, Any]) -> bool:
+        """True when ``ancestor`` is one of the observations ``o`` builds on (the walk of
+        :meth:`ancestors`, without a generator)."""
+        by_id = self._by_id
+        if by_id is None:
+            by_id = self._by_id = {x.get("id"): x for x in self.observations}
+        seen = set()
+        parent = by_id.get(o.get("parent_id"))
+        while parent is not None:
+            pid = parent.get("id")
+            if pid in seen:
+                return False
+            if parent is ancestor:
+                return True
+            seen.add(pid)
+            parent = by_id.get(parent.get("parent_id"))
+        return False
+
     # --- the control ----------------------------------------------------
     @property
     def control_state(self) -> str:

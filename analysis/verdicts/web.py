@@ -27,11 +27,7 @@ from censorscope.analysis.verdicts.tls import judge_handshake
 
 
 def _children(m: Measurement, parent: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    for o in m.observations:
-        if any(a is parent for a in m.ancestors(o)):
-            out.append(o)
-    return out
+    return [o for o in m.observations if m.descends_from(o, parent)]
 
 
 def address_checks(m: Measurement) -> dns.Checks:
