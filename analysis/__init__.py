@@ -17,7 +17,10 @@ OONI's format (not re-exported here: the name would hide its module).
 both work.
 """
 
-from censorscope.analysis import plots, verdicts
+import importlib
+from typing import Any
+
+from censorscope.analysis import verdicts
 from censorscope.analysis.aggregate import blocking_matrix, compare_vantages, first_last_blocked, method_mix
 from censorscope.analysis.episodes import episodes
 from censorscope.analysis.tables import load, observations
@@ -27,3 +30,10 @@ __all__ = [
     "RULES_VERSION", "Verdict", "blocking_matrix", "compare_vantages", "episodes", "first_last_blocked",
     "load", "method_mix", "observations", "plots", "register", "verdict_for", "verdicts",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # matplotlib costs seconds to import: load the plots module only when it is used
+    if name == "plots":
+        return importlib.import_module("censorscope.analysis.plots")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
