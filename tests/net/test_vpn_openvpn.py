@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
 from vpn_certs import make_pki
-from vpn_support import daemon, free_port, log_has, need, netns, op, run_probe, run_probe_in, wait_for
+from vpn_support import (
+    daemon,
+    free_port,
+    log_has,
+    need,
+    netns,
+    op,
+    run_probe,
+    run_probe_in,
+    scripted_peer,
+    wait_for,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -159,18 +169,12 @@ def test_openvpn_nothing_listening():
 
 @pytest.mark.net
 def test_openvpn_garbage_server():
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen()
-
-    def serve() -> None:
-        c, _ = srv.accept()
+    def script(c: socket.socket) -> None:
         c.recv(100)
         c.sendall(b"\x00\x05HELLO")
-        c.close()
 
-    threading.Thread(target=serve, daemon=True).start()
-    obs = run_probe("openvpn", f"openvpn://127.0.0.1:{srv.getsockname()[1]}?proto=tcp", timeout=3.0)
+    port, srv = scripted_peer(script)
+    obs = run_probe("openvpn", f"openvpn://127.0.0.1:{port}?proto=tcp", timeout=3.0)
     srv.close()
     hs = op(obs, "openvpn_handshake")
     # 'H' = 0x48: opcode 9 (P_DATA_V2), not a control packet

@@ -8,7 +8,18 @@ import threading
 from pathlib import Path
 
 import pytest
-from vpn_support import daemon, free_port, log_has, loopback_ip, need, op, run_probe, tcp_listening, wait_for
+from vpn_support import (
+    daemon,
+    free_port,
+    log_has,
+    loopback_ip,
+    need,
+    op,
+    run_probe,
+    scripted_peer,
+    tcp_listening,
+    wait_for,
+)
 
 pytestmark = pytest.mark.net
 
@@ -39,18 +50,12 @@ def test_pptp_real_pptpd(pptpd):
 def test_pptp_refused_and_garbage():
     obs = run_probe("pptp", f"127.0.0.1:{free_port()}")
     assert op(obs, "connect")["failure"] == "connection_refused"
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen()
-
-    def serve() -> None:
-        c, _ = srv.accept()
+    def script(c: socket.socket) -> None:
         c.recv(200)
         c.sendall(b"HTTP/1.0 400 Bad\r\n\r\n")
-        c.close()
 
-    threading.Thread(target=serve, daemon=True).start()
-    obs = run_probe("pptp", f"127.0.0.1:{srv.getsockname()[1]}", timeout=5.0)
+    port, srv = scripted_peer(script)
+    obs = run_probe("pptp", f"127.0.0.1:{port}", timeout=5.0)
     srv.close()
     assert op(obs, "pptp_control")["failure"] == "unknown_failure: protocol_error: implausible message length 18516"
 

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from vpn_support import daemon, free_port, need, op, run_probe, tcp_listening, wait_for
+from vpn_support import daemon, free_port, need, op, run_probe, scripted_peer, tcp_listening, wait_for
 
 pytestmark = pytest.mark.net
 
@@ -77,19 +77,13 @@ def test_socks_userpass(microsocks_auth, echo_server):
 def test_socks_refused_and_garbage():
     obs = run_probe("socks", f"127.0.0.1:{free_port()}", dest="127.0.0.1:80")
     assert op(obs, "connect")["failure"] == "connection_refused"
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen()
-
-    def serve() -> None:
-        c, _ = srv.accept()
+    def script(c: socket.socket) -> None:
         c.recv(100)
         c.sendall(b"\x04\x5a")
         c.recv(100)
-        c.close()
 
-    threading.Thread(target=serve, daemon=True).start()
-    obs = run_probe("socks", f"127.0.0.1:{srv.getsockname()[1]}", dest="127.0.0.1:80", timeout=5.0)
+    port, srv = scripted_peer(script)
+    obs = run_probe("socks", f"127.0.0.1:{port}", dest="127.0.0.1:80", timeout=5.0)
     srv.close()
     assert op(obs, "proxy_connect")["failure"] == "unknown_failure: protocol_error: not a SOCKS5 method reply"
 
@@ -156,17 +150,11 @@ def test_httpconnect_ok_and_502(connect_proxy, echo_server):
 
 
 def test_httpconnect_garbage():
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen()
-
-    def serve() -> None:
-        c, _ = srv.accept()
+    def script(c: socket.socket) -> None:
         c.recv(1000)
         c.sendall(b"SSH-2.0-x\r\n\r\n")
-        c.close()
 
-    threading.Thread(target=serve, daemon=True).start()
-    obs = run_probe("httpconnect", f"127.0.0.1:{srv.getsockname()[1]}", dest="127.0.0.1:1", timeout=5.0)
+    port, srv = scripted_peer(script)
+    obs = run_probe("httpconnect", f"127.0.0.1:{port}", dest="127.0.0.1:1", timeout=5.0)
     srv.close()
     assert op(obs, "proxy_connect")["failure"] == "unknown_failure: protocol_error: bad status line 'SSH-2.0-x'"

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
-from vpn_support import daemon, free_port, log_has, need, op, run_probe, wait_for
+from vpn_support import daemon, free_port, log_has, need, op, run_probe, scripted_peer, wait_for
 
 from censorscope.probes.net import format_host_port
 
@@ -54,21 +53,11 @@ def test_ssh_refused():
 
 
 def _garbage_server(reply: bytes) -> tuple[int, socket.socket]:
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen()
+    def script(c: socket.socket) -> None:
+        c.sendall(reply)
+        c.recv(4096)
 
-    def serve() -> None:
-        try:
-            c, _ = srv.accept()
-            c.sendall(reply)
-            c.recv(4096)
-            c.close()
-        except OSError:
-            pass
-
-    threading.Thread(target=serve, daemon=True).start()
-    return srv.getsockname()[1], srv
+    return scripted_peer(script)
 
 
 def test_ssh_garbage_then_close():

@@ -9,11 +9,21 @@ obfs4 listener and directory port answer.
 from __future__ import annotations
 
 import socket
-import threading
 from pathlib import Path
 
 import pytest
-from vpn_support import daemon, free_port, log_has, need, netns, op, run_probe, run_probe_in, wait_for
+from vpn_support import (
+    daemon,
+    free_port,
+    log_has,
+    need,
+    netns,
+    op,
+    run_probe,
+    run_probe_in,
+    scripted_peer,
+    wait_for,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -118,20 +128,14 @@ def test_tor_directory_port(relay):
 def test_tor_refused_and_not_tor():
     obs = run_probe("tor", f"127.0.0.1:{free_port()}", timeout=3.0)
     assert op(obs, "connect")["failure"] == "connection_refused"
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen()
-
-    def serve() -> None:
-        c, _ = srv.accept()
+    def script(c: socket.socket) -> None:
         c.recv(4096)  # the ClientHello; answer it with plain HTTP, as a non-TLS server would
         c.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
         while c.recv(1000):  # hold the connection until the client gives up, so only the bytes decide
             pass
-        c.close()
 
-    threading.Thread(target=serve, daemon=True).start()
-    obs = run_probe("tor", f"127.0.0.1:{srv.getsockname()[1]}", timeout=3.0)
+    port, srv = scripted_peer(script)
+    obs = run_probe("tor", f"127.0.0.1:{port}", timeout=3.0)
     srv.close()
     assert op(obs, "tor_handshake")["failure"] == "ssl_failed_handshake"
 
@@ -140,19 +144,13 @@ def test_tor_refused_and_not_tor():
 def test_tor_server_speaking_first_is_recorded():
     """A peer that talks before the TLS handshake (an SSH server, or an injector): whatever the race,
     the failure is a TLS one and bytes TLS never saw are kept as pre_tls_head."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen()
-
-    def serve() -> None:
-        c, _ = srv.accept()
+    def script(c: socket.socket) -> None:
         c.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
         while c.recv(1000):
             pass
-        c.close()
 
-    threading.Thread(target=serve, daemon=True).start()
-    obs = run_probe("tor", f"127.0.0.1:{srv.getsockname()[1]}", timeout=2.0)
+    port, srv = scripted_peer(script)
+    obs = run_probe("tor", f"127.0.0.1:{port}", timeout=2.0)
     srv.close()
     hs = op(obs, "tor_handshake")
     assert hs["failure"] in ("ssl_failed_handshake", "generic_timeout_error"), hs

@@ -15,8 +15,9 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from censorscope.probes import registry
@@ -30,6 +31,28 @@ def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def scripted_peer(script: Callable[[socket.socket], None]) -> tuple[int, socket.socket]:
+    """A listener on 127.0.0.1 running ``script`` on its first accepted connection, in a thread.
+
+    Returns (port, listener); the caller closes the listener. The connection is
+    closed after the script; errors (the client went away) end it quietly.
+    """
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+
+    def serve() -> None:
+        try:
+            c, _ = srv.accept()
+            with c:
+                script(c)
+        except OSError:
+            pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv.getsockname()[1], srv
 
 
 def loopback_ip() -> str:
