@@ -14,6 +14,10 @@ from censorscope.measure.helper import HelperConfig, create_app
 from censorscope.probes.net import format_host_port, split_host_port
 
 DEFAULT_LISTEN = "127.0.0.1:8742"
+#: Seconds an idle client connection is kept open: longer than any client keeps an idle pooled
+#: connection (``control.KEEPALIVE_EXPIRY``, httpx's default 5 s), so the client, not the helper,
+#: closes it and no request meets a connection being closed (uvicorn's default is 5 s).
+KEEP_ALIVE_TIMEOUT = 30
 
 
 def _bind(listen: str) -> socket.socket:
@@ -99,6 +103,7 @@ def serve(listen: str, token: str | None, allow: list[str], resolver: str | None
     config = uvicorn.Config(
         app, log_config=None, log_level="warning", access_log=False, proxy_headers=False, lifespan="off",
         ssl_certfile=tls_cert, ssl_keyfile=tls_key, server_header=False, timeout_graceful_shutdown=5,
+        timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
     )
     server = uvicorn.Server(config)
     try:

@@ -42,6 +42,14 @@ from censorscope.probes.net import Net
 DEFAULT_DEADLINE = 180.0
 #: Longest single wait honoured from a Retry-After header.
 MAX_RETRY_AFTER = 30.0
+#: Seconds an idle pooled connection to the helper is reused. Well below the helper's own idle
+#: timeout (``cli_helper.KEEP_ALIVE_TIMEOUT``; uvicorn's default is 5 s): at equal timeouts (httpx's
+#: default is also 5 s) a request sent just as the helper closes the idle connection fails with
+#: ``broken_pipe``, which left one control missing in the slow-server lab (issue #4).
+KEEPALIVE_EXPIRY = 2.0
+#: Connection-level failures of a request on a connection the helper closed under us (no response
+#: came): retried once on a new connection. Timeouts and refused connects are not retried.
+_STALE_CONNECTION = (httpx.WriteError, httpx.ReadError, httpx.RemoteProtocolError)
 
 
 def options_for_control(probe: str, options: Any) -> dict[str, Any]:
@@ -96,7 +104,7 @@ class ControlClient:
             self._client = httpx.AsyncClient(
                 base_url=self.base, headers=self._headers, transport=self._transport, trust_env=False,
                 verify=Net().tls_context(alpn=["http/1.1"]), timeout=httpx.Timeout(10.0, read=120.0),
-                limits=httpx.Limits(max_connections=self._max_in_flight),
+                limits=httpx.Limits(max_connections=self._max_in_flight, keepalive_expiry=KEEPALIVE_EXPIRY),
             )
             self._slots = asyncio.Semaphore(self._max_in_flight)
             self._loop = loop
@@ -116,13 +124,22 @@ class ControlClient:
         await self.aclose()
 
     async def _request(self, method: str, path: str, body: Any = None) -> httpx.Response | dict[str, Any]:
-        """The helper's response, waiting out 429s until the deadline; a failure dict on trouble."""
+        """The helper's response, waiting out 429s until the deadline; a failure dict on trouble.
+
+        A request that fails because the helper had closed the (pooled) connection is sent once
+        more on a new connection: the helper never saw it, or saw it without answering."""
         client, slots = self._http()
         end = time.monotonic() + self._deadline
+        stale_retry = True
         while True:
             try:
                 async with slots:
                     response = await client.request(method, path, json=body)
+            except _STALE_CONNECTION as e:
+                if stale_retry:
+                    stale_retry = False
+                    continue
+                return _failure(f"helper_unreachable: {classify(e)}")
             except httpx.HTTPError as e:
                 return _failure(f"helper_unreachable: {classify(e)}")
             if response.status_code != 429:
