@@ -10,7 +10,8 @@ What looks blocked (``symptoms``):
 
 * DNS: two or more responses to one query (on-path injection races the real
   answer), a bogon answer (private, loopback, unspecified...), or an error /
-  no answer while the control resolved the name.
+  no answer while the control resolved the name (not when the control's query of
+  the same type failed the same way: both AAAA empty is a name without IPv6).
 * TCP: reset, timeout, refused or unreachable, unless the control failed the
   same way (then the server is down, and there is nothing to confirm).
 * TLS: reset, EOF or timeout in the handshake; a certificate that does not
@@ -169,9 +170,17 @@ def _dns_symptoms(obs: list[dict[str, Any]], control: list[dict[str, Any]] | Non
     control_ok = control is not None and any(
         c.get("failure") is None and c.get("addresses") for c in _ops(control, "dns_query") + _ops(control, "resolve"))
     for q in queries + _ops(obs, "resolve"):
-        if q.get("failure") in DNS_ERRORS and control_ok:
+        if q.get("failure") in DNS_ERRORS and control_ok and not _control_failed_alike(q, control):
             found.append(f"dns: {q['failure']} while the control resolved the name")
     return found
+
+
+def _control_failed_alike(q: dict[str, Any], control: list[dict[str, Any]] | None) -> bool:
+    """Did the control's query of the same type fail the same way (e.g. both AAAA ``dns_no_answer``: a
+    name with no IPv6 address)? Then ``q``'s failure is the name's, not a symptom."""
+    qtype = q.get("query_type")
+    return qtype is not None and any(c.get("query_type") == qtype and c.get("failure") == q.get("failure")
+                                     for c in _ops(control, "dns_query"))
 
 
 def _same_failure_in_control(operation: str, failure: str, control: list[dict[str, Any]] | None) -> bool:
