@@ -14,13 +14,17 @@ Failure strings (besides the helper's own ``helper_timeout`` and
 is from the usual vocabulary, e.g. ``connection_refused``),
 ``helper_unauthorized``, ``helper_refused: <why>`` (a forbidden target),
 ``helper_bad_request: <why>``, ``helper_rate_limited``, ``helper_error: HTTP <code>``,
-``helper_bad_response``.
+``helper_bad_response``, and ``helper_not_comparable: <why>`` (no request
+made: the vantage measured a VPN probe with an option the helper never takes,
+such as a ``config`` file or a WireGuard private key, so the helper could not
+repeat the same measurement).
 
 What is sent: the probe's options as JSON, except ``resolver`` (unless it is a
 DoH URL). The vantage's resolver is usually its ISP's, private or closed to
 outsiders; the control instead asks the helper's own uncensored resolver,
-which is the comparison a DNS verdict needs. Probes the helper does not offer
-get no control (``None``), without a request.
+which is the comparison a DNS verdict needs. For the VPN probes only the
+helper's allow-listed options are sent (``helper_vpn.vpn_control_options``).
+Probes the helper does not offer get no control (``None``), without a request.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from censorscope.measure.helper_policy import HELPER_PROBES
+from censorscope.measure.helper_vpn import VPN_PROBES, vpn_control_options
 from censorscope.probes.errors import ConfigError
 from censorscope.probes.failures import classify
 from censorscope.probes.net import Net
@@ -157,7 +162,13 @@ class ControlClient:
         """
         if probe not in HELPER_PROBES:
             return None
-        payload = {"probe": probe, "target": target, "options": options_for_control(probe, options)}
+        if probe in VPN_PROBES:
+            sent, why = vpn_control_options(probe, target, options)
+            if sent is None:
+                return _failure(f"helper_not_comparable: {why}")
+        else:
+            sent = options_for_control(probe, options)
+        payload = {"probe": probe, "target": target, "options": sent}
         got = await self._request("POST", "/v1/measure", payload)
         if isinstance(got, dict):
             return got

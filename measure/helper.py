@@ -19,7 +19,9 @@ measurement. Safety, in the order a request meets it:
 2. bearer token when one is configured (401; compared in constant time);
 3. request size cap (413) and schema checks (400);
 4. option clamps: timeouts, body sizes and transfer caps never exceed the
-   helper's limits, whatever the caller asks;
+   helper's limits, whatever the caller asks; the VPN probes take only an
+   allow-list of plain options per probe, never a file path, program or
+   secret, and their repetitions are capped (``helper_vpn``);
 5. destination policy (``helper_policy``): every host is resolved and every
    address checked before anything is sent (403), and a run-time guard
    checks each socket the probe opens;
@@ -52,6 +54,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from censorscope import __version__
+from censorscope.measure import helper_vpn
 from censorscope.measure.helper_policy import (
     HELPER_PROBES,
     AddressPolicy,
@@ -364,10 +367,22 @@ class HelperApp:
             module = registry.load(probe)
         except (ImportError, CensorscopeError):
             raise BadRequest(f"probe {probe!r} is not installed on this helper") from None
+        vpn = probe in helper_vpn.VPN_PROBES
+        if vpn:
+            try:
+                helper_vpn.check_request(probe, target, body.get("options"))
+            except ValueError as e:
+                raise BadRequest(str(e)) from None
         options = options_from_json(module.Options, body.get("options"))
         if self.config.resolver is not None and getattr(options, "resolver", "absent") is None:
             options.resolver = self.config.resolver
         clamped = clamp_options(options)
+        if vpn:
+            try:
+                clamped += [n for n in helper_vpn.apply_caps(probe, options, self.config.max_runtime)
+                            if n not in clamped]
+            except ValueError as e:
+                raise BadRequest(str(e)) from None
         await check_destinations(self.policy, destinations(probe, target, options), self.config.resolver,
                                  self.config.resolve_timeout)
         result = await self._run(module, target, options)

@@ -40,10 +40,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from censorscope.measure.helper_vpn import VPN_PROBES, extra_destinations
 from censorscope.probes.net import split_host_port
 
-#: Probes the helper runs: the website techniques (what a control is for).
-HELPER_PROBES = ("dns", "tcp", "tls", "http", "web", "throughput")
+#: Website probes the helper runs (their options are plain values, clamped by name).
+WEB_PROBES = ("dns", "tcp", "tls", "http", "web", "throughput")
+#: Every probe the helper runs; the VPN probes take only allow-listed options (``helper_vpn``).
+HELPER_PROBES = WEB_PROBES + VPN_PROBES
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -125,7 +128,8 @@ def destinations(probe: str, target: str, options: Any) -> list[str]:
 
     ``dns`` contacts its resolver, never the queried name; the others contact
     the target's host unless an ``address`` option pins the connection. A
-    ``resolver`` option of any probe (an IP or a DoH URL) is contacted too.
+    ``resolver`` option of any probe (an IP or a DoH URL) is contacted too,
+    and so is the ``dest`` a proxy probe (socks, httpconnect) asks its proxy for.
     """
     opts = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else dict(options or {})
     hosts: list[str] = []
@@ -138,6 +142,7 @@ def destinations(probe: str, target: str, options: Any) -> list[str]:
         # a keyword such as web's "system" names the helper's own resolver, not a host
         if "://" in resolver or _is_ip(host):
             hosts.append(host or resolver)
+    hosts += extra_destinations(probe, target, options)
     return [h for h in hosts if h]
 
 

@@ -59,7 +59,7 @@ def test_unsupported_probe_gets_no_control_and_no_request():
     calls = []
     transport = httpx.MockTransport(lambda req: calls.append(req) or httpx.Response(500))
     c = ControlClient("http://127.0.0.1:9", transport=transport)
-    assert asyncio.run(c.control_for("openvpn", "203.0.113.1:1194", None)) is None
+    assert asyncio.run(c.control_for("system", "example.test", None)) is None  # the host's resolver: vantage-only
     assert calls == []
 
 

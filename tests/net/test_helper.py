@@ -294,7 +294,7 @@ def test_rate_limit_per_client():
 
 
 @pytest.mark.parametrize(("body", "status"), [
-    ({"probe": "openvpn", "target": "1.2.3.4:1194"}, 400),
+    ({"probe": "system", "target": "example.test"}, 400),  # not offered: the host's resolver is vantage-only
     ({"probe": "tcp", "target": ""}, 400),
     ({"probe": "tcp", "target": "127.0.0.1:80", "options": {"nope": 1}}, 400),
     ({"probe": "tcp", "target": "127.0.0.1:80", "options": {"timeout": "soon"}}, 400),

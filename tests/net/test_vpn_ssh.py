@@ -3,33 +3,18 @@
 from __future__ import annotations
 
 import socket
-import subprocess
 from pathlib import Path
 
 import pytest
-from vpn_support import daemon, free_port, log_has, need, op, run_probe, scripted_peer, wait_for
-
-from censorscope.probes.net import format_host_port
+from vpn_support import free_port, op, run_probe, running_sshd, scripted_peer
 
 pytestmark = pytest.mark.net
 
 
 @pytest.fixture(params=["127.0.0.1", "::1"])
 def sshd(request, tmp_path: Path):
-    host = request.param
-    sshd_bin = need("sshd")
-    Path("/run/sshd").mkdir(exist_ok=True)
-    key = tmp_path / "host_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    port = free_port()
-    conf = tmp_path / "sshd_config"
-    conf.write_text(
-        f"Port {port}\nListenAddress {host}\nHostKey {key}\nPidFile {tmp_path}/sshd.pid\n"
-        "UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-    )
-    with daemon([sshd_bin, "-D", "-e", "-f", str(conf)], log=tmp_path / "log"):
-        wait_for(lambda: log_has(tmp_path / "log", "Server listening"), what="sshd")
-        yield format_host_port(host, port)
+    with running_sshd(tmp_path, request.param) as address:
+        yield address
 
 
 def test_ssh_real_sshd(sshd):

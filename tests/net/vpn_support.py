@@ -180,3 +180,23 @@ def run_probe_in(ns: str, name: str, target: str, **options: object) -> list[dic
     if "exc" in result:
         raise result["exc"]  # type: ignore[misc]
     return result["obs"]  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def running_sshd(tmp_path: Path, host: str = "127.0.0.1") -> Iterator[str]:
+    """A real OpenSSH sshd on ``host`` (loopback), with a fresh ed25519 host key; yields ``HOST:PORT``."""
+    from censorscope.probes.net import format_host_port
+
+    sshd_bin = need("sshd")
+    Path("/run/sshd").mkdir(exist_ok=True)
+    key = tmp_path / "host_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    port = free_port()  # free on 127.0.0.1; sshd on ::1 takes the same number
+    conf = tmp_path / "sshd_config"
+    conf.write_text(
+        f"Port {port}\nListenAddress {host}\nHostKey {key}\nPidFile {tmp_path}/sshd.pid\n"
+        "UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+    )
+    with daemon([sshd_bin, "-D", "-e", "-f", str(conf)], log=tmp_path / "log"):
+        wait_for(lambda: log_has(tmp_path / "log", "Server listening"), what="sshd")
+        yield format_host_port(host, port)
