@@ -36,13 +36,11 @@ from censorscope.probes.observation import Observation, Recorder
 from censorscope.probes.vpn_common import (
     Target,
     close_writer,
-    config_param,
-    load_config,
     new_recorder,
-    parse_target,
     protocol_failure,
-    scheme_target,
+    target_and_config,
     tcp_connect,
+    url_targets,
 )
 from censorscope.probes.wire import fet as rules
 from censorscope.probes.wire import shadowsocks as ss
@@ -145,8 +143,7 @@ async def _shadowsocks(rec: Recorder, net: Net, t: Target, cfg: dict, timeout: f
 
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     """fet/control connections, follow-ups, optional Shadowsocks round trip."""
-    t = parse_target(target, "fet", None)
-    cfg = load_config(config_param(target) or options.config)
+    t, cfg = target_and_config(target, "fet", None, options.config)
     opt = {k: cfg.get(k, getattr(options, k)) for k in Options.__dataclass_fields__ if k != "config"}
     p, conf = float(opt["probability"]), float(opt["confidence"])
     try:
@@ -188,6 +185,4 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     return rec.observations
 
 
-def target_from_url(url: str) -> str | None:
-    """A campaign list entry ``fet://...`` is a target; website URLs are not."""
-    return scheme_target(url, NAME)
+target_from_url = url_targets(NAME)

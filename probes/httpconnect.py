@@ -9,18 +9,16 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from censorscope.probes.errors import InvalidTarget
-from censorscope.probes.net import Net, split_host_port
+from censorscope.probes.net import Net
 from censorscope.probes.observation import Observation
 from censorscope.probes.vpn_common import (
     close_writer,
-    config_param,
-    load_config,
     new_recorder,
-    parse_target,
     protocol_failure,
-    scheme_target,
+    proxy_destination,
+    target_and_config,
     tcp_connect,
+    url_targets,
 )
 from censorscope.probes.wire import socks as wire
 
@@ -42,25 +40,18 @@ class Options:
 
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     """CONNECT through the proxy; records ``connect`` and ``proxy_connect``."""
-    t = parse_target(target, "httpconnect", 8080)
-    cfg = load_config(config_param(target) or options.config)
-    dest = t.params.get("dest") or options.dest or cfg.get("dest")
-    if not dest:
-        raise InvalidTarget("httpconnect needs a destination: ?dest=HOST:PORT or --dest")
-    try:
-        split_host_port(str(dest))
-    except ValueError as exc:
-        raise InvalidTarget(f"bad dest: {exc}") from None
+    t, cfg = target_and_config(target, "httpconnect", 8080, options.config)
+    dest, _, _ = proxy_destination(t, options, cfg, NAME)
     timeout = float(cfg.get("timeout", options.timeout))
     extra = [(str(k), str(v)) for k, v in dict(cfg.get("headers", {})).items()]
     rec = new_recorder(net)
     reader, writer, conn = await tcp_connect(rec, net, t, timeout)
     if reader is None or writer is None:
         return rec.observations
-    step = rec.begin("proxy_connect", conn.id, proxy_type="http", address=t.address, destination=str(dest))
+    step = rec.begin("proxy_connect", conn.id, proxy_type="http", address=t.address, destination=dest)
     buf = b""
     try:
-        writer.write(wire.build_http_connect(str(dest), extra))
+        writer.write(wire.build_http_connect(dest, extra))
         while b"\r\n\r\n" not in buf:
             chunk = await asyncio.wait_for(reader.read(4096), timeout)
             if not chunk:
@@ -84,6 +75,4 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     return rec.observations
 
 
-def target_from_url(url: str) -> str | None:
-    """A campaign list entry ``httpconnect://...`` is a target; website URLs are not."""
-    return scheme_target(url, NAME)
+target_from_url = url_targets(NAME)

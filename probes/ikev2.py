@@ -20,14 +20,12 @@ from censorscope.probes.errors import ConfigError
 from censorscope.probes.net import Net
 from censorscope.probes.observation import Observation
 from censorscope.probes.vpn_common import (
-    config_param,
-    load_config,
     new_recorder,
-    parse_target,
     protocol_failure,
-    scheme_target,
+    target_and_config,
     udp_exchange,
     udp_open,
+    url_targets,
 )
 from censorscope.probes.wire import ikev2 as wire
 
@@ -59,8 +57,7 @@ def _strip(data: bytes, marker: bool) -> bytes:
 
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     """IKE_SA_INIT (+ one COOKIE and one KE retry); records ``connect`` and ``ikev2_sa_init``."""
-    t = parse_target(target, "ikev2", 500)
-    cfg = load_config(config_param(target) or options.config)
+    t, cfg = target_and_config(target, "ikev2", 500, options.config)
     group = int(cfg.get("group", options.group))
     if group not in wire.KeyExchange.SUPPORTED:
         raise ConfigError(f"DH group {group} not supported (14, 19, 31)")
@@ -148,6 +145,4 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     return rec.observations
 
 
-def target_from_url(url: str) -> str | None:
-    """A campaign list entry ``ikev2://...`` is a target; website URLs are not."""
-    return scheme_target(url, NAME)
+target_from_url = url_targets(NAME)

@@ -15,14 +15,12 @@ from dataclasses import dataclass, field
 from censorscope.probes.net import Net
 from censorscope.probes.observation import Observation
 from censorscope.probes.vpn_common import (
-    config_param,
-    load_config,
+    fail_unanswered,
     new_recorder,
-    parse_target,
-    protocol_failure,
-    scheme_target,
+    target_and_config,
     udp_exchange,
     udp_open,
+    url_targets,
 )
 from censorscope.probes.wire import l2tp as wire
 
@@ -50,8 +48,7 @@ def _is_answer(data: bytes) -> bool:
 
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     """SCCRQ -> SCCRP (+ StopCCN); records ``connect`` and ``l2tp_control``."""
-    t = parse_target(target, "l2tp", 1701)
-    cfg = load_config(config_param(target) or options.config)
+    t, cfg = target_and_config(target, "l2tp", 1701, options.config)
     timeout = float(cfg.get("timeout", options.timeout))
     hold = float(cfg.get("hold", options.hold))
     rec = new_recorder(net)
@@ -96,17 +93,12 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
                 step.ok(**fields)
             else:
                 step.fail("unknown_failure: l2tp_stopccn", **fields)
-        elif parse_error is not None:
-            step.fail(protocol_failure(parse_error), **fields)
-        elif responses:
-            step.fail(protocol_failure("no SCCRP among the responses"), **fields)
         else:
-            step.fail(res.failure or "generic_timeout_error", **fields)
+            fail_unanswered(step, fields, parse_error=parse_error, responses=responses,
+                            wanted="SCCRP among the responses", failure=res.failure)
     finally:
         sock.close()
     return rec.observations
 
 
-def target_from_url(url: str) -> str | None:
-    """A campaign list entry ``l2tp://...`` is a target; website URLs are not."""
-    return scheme_target(url, NAME)
+target_from_url = url_targets(NAME)

@@ -41,15 +41,14 @@ from censorscope.probes.openvpn_tls import ControlChannel, Session
 from censorscope.probes.vpn_common import (
     Target,
     close_writer,
-    config_param,
-    load_config,
+    fail_unanswered,
     new_recorder,
-    parse_target,
     protocol_failure,
-    scheme_target,
+    target_and_config,
     tcp_connect,
     udp_exchange,
     udp_open,
+    url_targets,
 )
 from censorscope.probes.wire import openvpn as wire
 
@@ -198,11 +197,8 @@ def _finish(step: Step, items: list[dict], answer: wire.Packet | None, parse_err
         if answer.authenticated is False:
             return step.fail(protocol_failure("server reset fails tls-auth HMAC check"), **fields)
         return step.ok(**fields)
-    if parse_error:
-        return step.fail(protocol_failure(parse_error), **fields)
-    if items:
-        return step.fail(protocol_failure("no server hard reset among the responses"), **fields)
-    return step.fail(failure or "generic_timeout_error", **fields)
+    return fail_unanswered(step, fields, parse_error=parse_error, responses=items,
+                           wanted="server hard reset among the responses", failure=failure)
 
 
 def _tls_fields(chan: ControlChannel) -> dict:
@@ -470,8 +466,7 @@ async def _control_phase(rec: Recorder, link: _Link, t: Target, sess: Session, c
 
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     """Hard reset -> server hard reset; records ``connect`` and ``openvpn_handshake``."""
-    t = parse_target(target, "openvpn", 1194)
-    cfg = load_config(config_param(target) or options.config)
+    t, cfg = target_and_config(target, "openvpn", 1194, options.config)
     cfg_proto, wrap = client_settings(cfg)
     ctx = tls_context(cfg)
     creds = credentials(cfg)
@@ -495,6 +490,4 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     return rec.observations
 
 
-def target_from_url(url: str) -> str | None:
-    """A campaign list entry ``openvpn://...`` is a target; website URLs are not."""
-    return scheme_target(url, NAME)
+target_from_url = url_targets(NAME)

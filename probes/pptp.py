@@ -14,14 +14,12 @@ from censorscope.probes.net import Net
 from censorscope.probes.observation import Observation
 from censorscope.probes.vpn_common import (
     close_writer,
-    config_param,
-    load_config,
     new_recorder,
-    parse_target,
     protocol_failure,
     read_exact,
-    scheme_target,
+    target_and_config,
     tcp_connect,
+    url_targets,
 )
 from censorscope.probes.wire import pptp as wire
 
@@ -41,8 +39,7 @@ class Options:
 
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     """SCCRQ -> SCCRP; records ``connect`` and ``pptp_control``."""
-    t = parse_target(target, "pptp", 1723)
-    cfg = load_config(config_param(target) or options.config)
+    t, cfg = target_and_config(target, "pptp", 1723, options.config)
     timeout = float(cfg.get("timeout", options.timeout))
     rec = new_recorder(net)
     reader, writer, conn = await tcp_connect(rec, net, t, timeout)
@@ -78,6 +75,4 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     return rec.observations
 
 
-def target_from_url(url: str) -> str | None:
-    """A campaign list entry ``pptp://...`` is a target; website URLs are not."""
-    return scheme_target(url, NAME)
+target_from_url = url_targets(NAME)

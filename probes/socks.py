@@ -9,19 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from censorscope.probes.errors import InvalidTarget
-from censorscope.probes.net import Net, split_host_port
+from censorscope.probes.net import Net
 from censorscope.probes.observation import Observation
 from censorscope.probes.vpn_common import (
     close_writer,
-    config_param,
-    load_config,
     new_recorder,
-    parse_target,
     protocol_failure,
+    proxy_destination,
     read_exact,
-    scheme_target,
+    target_and_config,
     tcp_connect,
+    url_targets,
 )
 from censorscope.probes.wire import socks as wire
 
@@ -44,15 +42,8 @@ class Options:
 
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     """Greeting + CONNECT; records ``connect`` and ``proxy_connect``."""
-    t = parse_target(target, "socks", 1080)
-    cfg = load_config(config_param(target) or options.config)
-    dest = t.params.get("dest") or options.dest or cfg.get("dest")
-    if not dest:
-        raise InvalidTarget("socks needs a destination: ?dest=HOST:PORT or --dest")
-    try:
-        dhost, dport = split_host_port(str(dest))
-    except ValueError as exc:
-        raise InvalidTarget(f"bad dest: {exc}") from None
+    t, cfg = target_and_config(target, "socks", 1080, options.config)
+    _, dhost, dport = proxy_destination(t, options, cfg, NAME)
     user = options.username or cfg.get("username")
     password = options.password or cfg.get("password") or ""
     timeout = float(cfg.get("timeout", options.timeout))
@@ -100,6 +91,4 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     return rec.observations
 
 
-def target_from_url(url: str) -> str | None:
-    """A campaign list entry ``socks://...`` is a target; website URLs are not."""
-    return scheme_target(url, NAME)
+target_from_url = url_targets(NAME)

@@ -15,13 +15,11 @@ from censorscope.probes.net import Net
 from censorscope.probes.observation import Observation
 from censorscope.probes.vpn_common import (
     close_writer,
-    config_param,
-    load_config,
     new_recorder,
-    parse_target,
     protocol_failure,
-    scheme_target,
+    target_and_config,
     tcp_connect,
+    url_targets,
 )
 from censorscope.probes.wire import ssh as wire
 
@@ -54,8 +52,7 @@ async def _read_banner(reader: asyncio.StreamReader, buf: bytearray, timeout: fl
 
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     """Connect, exchange banners and KEXINIT; record ``connect`` and ``ssh_handshake``."""
-    t = parse_target(target, "ssh", 22)
-    cfg = load_config(config_param(target) or options.config)
+    t, cfg = target_and_config(target, "ssh", 22, options.config)
     timeout = float(cfg.get("timeout", options.timeout))
     rec = new_recorder(net)
     reader, writer, conn = await tcp_connect(rec, net, t, timeout)
@@ -105,6 +102,4 @@ async def _read_some(reader: asyncio.StreamReader, timeout: float) -> bytes:
     return chunk
 
 
-def target_from_url(url: str) -> str | None:
-    """A campaign list entry ``ssh://...`` is a target; website URLs are not."""
-    return scheme_target(url, NAME)
+target_from_url = url_targets(NAME)

@@ -17,15 +17,13 @@ from censorscope.probes.observation import Observation
 from censorscope.probes.quic import cert_summary, verify_chain
 from censorscope.probes.vpn_common import (
     close_writer,
-    config_param,
-    load_config,
     new_recorder,
-    parse_target,
     protocol_failure,
     read_exact,
-    scheme_target,
+    target_and_config,
     tcp_connect,
     unread,
+    url_targets,
 )
 from censorscope.probes.wire import socks as http_wire
 from censorscope.probes.wire import sstp as wire
@@ -49,8 +47,7 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     """TLS + SSTP call setup; records ``connect`` and ``sstp_handshake``."""
     from cryptography import x509
 
-    t = parse_target(target, "sstp", 443)
-    cfg = load_config(config_param(target) or options.config)
+    t, cfg = target_and_config(target, "sstp", 443, options.config)
     sni = t.params.get("sni") or cfg.get("sni") or options.sni
     timeout = float(cfg.get("timeout", options.timeout))
     rec = new_recorder(net)
@@ -105,6 +102,4 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     return rec.observations
 
 
-def target_from_url(url: str) -> str | None:
-    """A campaign list entry ``sstp://...`` is a target; website URLs are not."""
-    return scheme_target(url, NAME)
+target_from_url = url_targets(NAME)

@@ -34,9 +34,9 @@ from censorscope.probes.vpn_common import (
     parse_target,
     protocol_failure,
     read_exact,
-    scheme_target,
     tcp_connect,
     unread,
+    url_targets,
 )
 from censorscope.probes.wire import socks as socks_wire
 from censorscope.probes.wire import tor as wire
@@ -278,6 +278,4 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     return rec.observations
 
 
-def target_from_url(url: str) -> str | None:
-    """A campaign list entry ``tor://...`` is a target; website URLs are not."""
-    return scheme_target(url, NAME)
+target_from_url = url_targets(NAME)

@@ -1,14 +1,17 @@
 """Plumbing shared by the VPN and circumvention probes.
 
 * ``parse_target``: ``scheme://IP:PORT?key=value`` or plain ``IP:PORT`` into a
-  ``Target``. These probes take IP literals only: resolving a name would use
+  ``Target`` (``target_and_config`` also loads the target's config file). These probes take IP literals only: resolving a name would use
   a resolver the user did not choose (resolve with the ``dns`` probe first).
 * ``load_config``: a per-target config file (TOML, or raw text such as an
   ``.ovpn`` file that the probe parses itself).
+* ``url_targets``: a probe's ``target_from_url`` (list entries of its scheme).
 * ``tcp_connect`` / ``udp_open``: the ``connect`` observation every probe
   records under its protocol operation.
 * ``udp_exchange``: send datagrams and keep *every* datagram that comes back
-  within a window (censors may inject answers before the real one).
+  within a window (censors may inject answers before the real one);
+  ``fail_unanswered`` ends an exchange's step when no valid answer came.
+* ``proxy_destination``: the ``dest`` a proxy probe asks its proxy for.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import ipaddress
 import os
 import socket
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -25,7 +29,7 @@ from urllib.parse import unquote, urlsplit
 from censorscope.probes.errors import ConfigError, InvalidTarget
 from censorscope.probes.failures import GENERIC_TIMEOUT, classify
 from censorscope.probes.net import Net, format_host_port, split_host_port
-from censorscope.probes.observation import Observation, Recorder
+from censorscope.probes.observation import Observation, Recorder, Step
 
 
 @dataclass(frozen=True)
@@ -199,6 +203,36 @@ async def udp_exchange(
     return UdpResult(got, failure, sent)
 
 
+def fail_unanswered(step: Step, fields: dict[str, Any], *, parse_error: str | None, responses: list[Any],
+                    wanted: str, failure: str | None) -> Observation:
+    """End ``step`` of an exchange that got no valid answer, most telling cause first.
+
+    A datagram that did not parse is a protocol error; datagrams that parsed
+    but were not the answer say ``no <wanted>``; silence keeps the exchange's
+    own failure (a timeout, or the ICMP error a connected socket reported).
+    """
+    if parse_error:
+        return step.fail(protocol_failure(parse_error), **fields)
+    if responses:
+        return step.fail(protocol_failure(f"no {wanted}"), **fields)
+    return step.fail(failure or GENERIC_TIMEOUT, **fields)
+
+
+def proxy_destination(t: Target, options: Any, cfg: dict[str, Any], probe: str) -> tuple[str, str, int]:
+    """``(dest as given, host, port)`` for a proxy probe: ``?dest=``, then the option, then the config.
+
+    Raises ``InvalidTarget`` when there is none or it is not ``HOST:PORT``.
+    """
+    dest = t.params.get("dest") or options.dest or cfg.get("dest")
+    if not dest:
+        raise InvalidTarget(f"{probe} needs a destination: ?dest=HOST:PORT or --dest")
+    try:
+        host, port = split_host_port(str(dest))
+    except ValueError as exc:
+        raise InvalidTarget(f"bad dest: {exc}") from None
+    return str(dest), host, port
+
+
 async def read_exact(reader: asyncio.StreamReader, n: int, timeout: float) -> bytes:
     """``readexactly`` with a timeout (raises what the stream raises)."""
     return await asyncio.wait_for(reader.readexactly(n), timeout)
@@ -229,6 +263,21 @@ def config_param(target: str) -> str | None:
         if unquote(k) == "config" and v:
             return unquote(v)
     return None
+
+
+def target_and_config(target: str, scheme: str, default_port: int | None,
+                      config: str | None) -> tuple[Target, dict[str, Any]]:
+    """``parse_target`` and the target's config file: ``?config=`` in the target, else ``config`` (the option)."""
+    return parse_target(target, scheme, default_port), load_config(config_param(target) or config)
+
+
+def url_targets(scheme: str) -> Callable[[str], str | None]:
+    """The ``target_from_url`` of the probe for ``scheme`` (see ``scheme_target``)."""
+    def target_from_url(url: str) -> str | None:
+        return scheme_target(url, scheme)
+
+    target_from_url.__doc__ = f"A campaign list entry ``{scheme}://...`` is a target; website URLs are not."
+    return target_from_url
 
 
 def scheme_target(url: str, scheme: str) -> str | None:

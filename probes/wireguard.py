@@ -28,14 +28,12 @@ from censorscope.probes.errors import ConfigError
 from censorscope.probes.net import Net
 from censorscope.probes.observation import Observation
 from censorscope.probes.vpn_common import (
-    config_param,
-    load_config,
+    fail_unanswered,
     new_recorder,
-    parse_target,
-    protocol_failure,
-    scheme_target,
+    target_and_config,
     udp_exchange,
     udp_open,
+    url_targets,
 )
 from censorscope.probes.wire import wireguard as wire
 
@@ -83,8 +81,7 @@ def _key(value: object, what: str) -> bytes | None:
 
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     """Initiation -> response; records ``connect`` and ``wireguard_handshake``."""
-    t = parse_target(target, "wireguard", 51820)
-    cfg = load_config(config_param(target) or options.config)
+    t, cfg = target_and_config(target, "wireguard", 51820, options.config)
     if "text" in cfg:
         cfg = {**cfg, **_wg_quick(cfg["text"])}
     server_pub = _key(t.params.get("pubkey") or options.pubkey or cfg.get("public_key"), "server public key")
@@ -156,17 +153,12 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
             else:
                 # nothing (or something unexpected) came back where nothing was expected
                 step.ok(**fields, outcome="no_response_expected" if not responses else "unexpected_response")
-        elif error:
-            step.fail(protocol_failure(error), **fields)
-        elif responses:
-            step.fail(protocol_failure("no handshake response among the datagrams"), **fields)
         else:
-            step.fail(res.failure or "generic_timeout_error", **fields)
+            fail_unanswered(step, fields, parse_error=error, responses=responses,
+                            wanted="handshake response among the datagrams", failure=res.failure)
     finally:
         sock.close()
     return rec.observations
 
 
-def target_from_url(url: str) -> str | None:
-    """A campaign list entry ``wireguard://...`` is a target; website URLs are not."""
-    return scheme_target(url, NAME)
+target_from_url = url_targets(NAME)
