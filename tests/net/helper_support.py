@@ -42,14 +42,18 @@ class HelperThread:
 
 
 class LoopbackListener:
-    """A TCP listener on 127.0.0.1 that accepts and counts connections (thread)."""
+    """A TCP listener on 127.0.0.1 that accepts and counts connections (thread).
 
-    def __init__(self) -> None:
+    With ``echo``, each connection's first payload is sent back before it is closed.
+    """
+
+    def __init__(self, echo: bool = False) -> None:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
+        self.sock.listen(128)
         self.port = self.sock.getsockname()[1]
         self.accepted = 0
+        self.echo = echo
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
@@ -59,7 +63,13 @@ class LoopbackListener:
             except OSError:
                 return
             self.accepted += 1
-            conn.close()
+            with conn:
+                if self.echo:
+                    conn.settimeout(5)
+                    try:
+                        conn.sendall(conn.recv(65536))
+                    except OSError:
+                        pass
 
     def __enter__(self) -> LoopbackListener:
         self.thread.start()

@@ -2,7 +2,7 @@
 
 A loopback helper (``--allow 127.0.0.0/8`` where a test needs it) runs the
 VPN probes against loopback servers: a scripted OpenVPN responder, a silent
-WireGuard port, a real sshd, an echo server for fet. Refusals are checked to
+WireGuard port, a real sshd, an echo listener for fet. Refusals are checked to
 send nothing to the target.
 """
 
@@ -14,7 +14,7 @@ import threading
 
 import httpx
 import pytest
-from helper_support import HelperThread
+from helper_support import HelperThread, LoopbackListener
 from vpn_support import running_sshd
 
 from censorscope.measure.campaign import Campaign
@@ -66,44 +66,6 @@ class UdpServer:
         self.stop.set()
         self.thread.join(5)
         self.sock.close()
-
-
-class EchoServer:
-    """A loopback TCP server echoing each connection's first payload; counts connections."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(128)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            with c:
-                c.settimeout(5)
-                try:
-                    c.sendall(c.recv(65536))
-                except OSError:
-                    pass
-
-    def __enter__(self) -> EchoServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
-        self.thread.join(5)
 
 
 def server_reset(data: bytes) -> bytes | None:
@@ -181,7 +143,7 @@ def test_ssh_control_round_trip(tmp_path):
 
 def test_fet_control_round_trip_is_capped():
     """The vantage's default fet plan (16 attempts) is cut to what fits the helper's worst-case budget."""
-    with EchoServer() as srv, HelperThread(HelperConfig(**LOOP)) as h:
+    with LoopbackListener(echo=True) as srv, HelperThread(HelperConfig(**LOOP)) as h:
         got = control(h.url, "fet", f"fet://127.0.0.1:{srv.port}", fet.Options(interval=0.0, followup_delay=0.1))
         accepted = srv.accepted
     assert got["failure"] is None, got
@@ -198,7 +160,7 @@ def test_fet_control_round_trip_is_capped():
 
 
 def test_fet_repetitions_are_capped_whatever_the_request_says():
-    with EchoServer() as srv, HelperThread(HelperConfig(**LOOP)) as h:
+    with LoopbackListener(echo=True) as srv, HelperThread(HelperConfig(**LOOP)) as h:
         r = post(h.url, {"probe": "fet", "target": f"fet://127.0.0.1:{srv.port}", "options": {
             "attempts": 10_000, "followups": 1000, "followup_delay": 3600.0, "payload_length": 1_000_000,
             "timeout": 0.5, "read_timeout": 0.5, "interval": 0.0}})
@@ -245,7 +207,7 @@ def test_timeouts_are_capped():
     ("fet", "fet://127.0.0.1:{port}", {"probability": 0.0}, "option 'probability' must be at least 0.01"),
 ])
 def test_unsafe_or_malformed_requests_are_refused_before_any_packet(probe, target, options, says):
-    with UdpServer() as udp, EchoServer() as tcp_srv, HelperThread(HelperConfig(**LOOP)) as h:
+    with UdpServer() as udp, LoopbackListener(echo=True) as tcp_srv, HelperThread(HelperConfig(**LOOP)) as h:
         port = tcp_srv.port if probe in ("fet", "socks", "ssh", "tor") else udp.port
         r = post(h.url, {"probe": probe, "target": target.format(port=port), "options": options})
         sent = len(udp.received) + tcp_srv.accepted
@@ -260,7 +222,7 @@ def test_unsafe_or_malformed_requests_are_refused_before_any_packet(probe, targe
 
 def test_private_targets_still_need_allow():
     """Without --allow, loopback VPN targets (and a proxy's dest) are refused: 403, nothing sent."""
-    with UdpServer(server_reset) as srv, EchoServer() as proxy:
+    with UdpServer(server_reset) as srv, LoopbackListener(echo=True) as proxy:
         with HelperThread(HelperConfig(rate=1000.0, burst=1000)) as h:
             r = post(h.url, {"probe": "openvpn", "target": f"openvpn://127.0.0.1:{srv.port}?proto=udp"})
         assert r.status_code == 403 and "loopback" in r.json()["detail"]
@@ -287,7 +249,7 @@ def test_client_refuses_not_comparable_controls_without_a_request():
 
 def test_campaign_run_gets_controls_for_vpn_targets(tmp_path):
     """``censorscope run --control``: the runner asks the helper for the VPN targets' controls too."""
-    with EchoServer() as echo, UdpServer(server_reset) as ovpn, HelperThread(HelperConfig(**LOOP)) as h:
+    with LoopbackListener(echo=True) as echo, UdpServer(server_reset) as ovpn, HelperThread(HelperConfig(**LOOP)) as h:
         urls = [f"fet://127.0.0.1:{echo.port}", f"openvpn://127.0.0.1:{ovpn.port}?proto=udp"]
         c = Campaign(name="vpnctl", urls=urls, probes=["fet", "openvpn"], out=str(tmp_path / "o"), control_url=h.url,
                      probe_options={"fet": {"attempts": 2, "interval": 0.0, "followup_delay": 0.1}})

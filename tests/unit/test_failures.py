@@ -156,18 +156,6 @@ async def reset_during_tls_handshake(pki: TestPKI) -> BaseException:
     return await _start_tls(pki, reset_on_data, None)
 
 
-async def tls_wrong_name(pki: TestPKI) -> BaseException:
-    return await _start_tls(pki, silent, pki.wrong_name.server_context())
-
-
-async def tls_untrusted(pki: TestPKI) -> BaseException:
-    return await _start_tls(pki, silent, pki.untrusted.server_context())
-
-
-async def tls_expired(pki: TestPKI) -> BaseException:
-    return await _start_tls(pki, silent, pki.expired.server_context())
-
-
 async def tls_garbage(pki: TestPKI) -> BaseException:
     return await _start_tls(pki, garbage_on_data, None)
 
@@ -209,6 +197,15 @@ async def _httpx_get(pki: TestPKI, handler: Any, tls: ssl.SSLContext | None = No
     return exc
 
 
+def _bad_certificate(client: Any, cert: str) -> Any:
+    """A case: ``client`` (``_start_tls`` or ``_httpx_get``) against a server showing the test PKI's ``cert``."""
+    async def produce(pki: TestPKI) -> BaseException:
+        return await client(pki, silent, getattr(pki, cert).server_context())
+
+    produce.__name__ = f"{'tls' if client is _start_tls else 'httpx'}_{cert}"
+    return produce
+
+
 async def httpx_refused(pki: TestPKI) -> BaseException:
     async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(retries=0)) as client:
         return await caught(client.get(f"http://127.0.0.1:{closed_port()}/"))
@@ -233,18 +230,6 @@ async def httpx_connect_timeout(pki: TestPKI) -> BaseException:
             return await caught(client.get(f"http://{full.address}/"))
     finally:
         full.close()
-
-
-async def httpx_wrong_name(pki: TestPKI) -> BaseException:
-    return await _httpx_get(pki, silent, pki.wrong_name.server_context())
-
-
-async def httpx_untrusted(pki: TestPKI) -> BaseException:
-    return await _httpx_get(pki, silent, pki.untrusted.server_context())
-
-
-async def httpx_expired(pki: TestPKI) -> BaseException:
-    return await _httpx_get(pki, silent, pki.expired.server_context())
 
 
 async def httpx_too_many_redirects(pki: TestPKI) -> BaseException:
@@ -355,12 +340,10 @@ REAL: list[tuple[Callable[[TestPKI], Awaitable[BaseException]], str]] = [
     (dns_servfail, "dns_servfail_error"),
     (dns_refused, "dns_refused_error"),
     (dns_no_answer, "dns_no_answer"),
-    (tls_wrong_name, "ssl_invalid_hostname"),
-    (httpx_wrong_name, "ssl_invalid_hostname"),
-    (tls_untrusted, "ssl_unknown_authority"),
-    (httpx_untrusted, "ssl_unknown_authority"),
-    (tls_expired, "ssl_invalid_certificate"),
-    (httpx_expired, "ssl_invalid_certificate"),
+    *[(_bad_certificate(client, cert), failure)
+      for cert, failure in (("wrong_name", "ssl_invalid_hostname"), ("untrusted", "ssl_unknown_authority"),
+                            ("expired", "ssl_invalid_certificate"))
+      for client in (_start_tls, _httpx_get)],
     (tls_garbage, "ssl_failed_handshake"),
     (tls_protocol_version_alert, "ssl_failed_handshake"),
     (httpx_too_many_redirects, "http_too_many_redirects"),
