@@ -224,6 +224,18 @@ def _tls_finish(step: Step, chan: ControlChannel, failure: str | None) -> Observ
     return step.fail(failure or GENERIC_TIMEOUT, **_tls_fields(chan))
 
 
+def _after_reset(sess: Session, answer: wire.Packet | None,
+                 ctx: ssl.SSLContext | None) -> tuple[ControlChannel | None, list[bytes] | None]:
+    """What follows the server's hard reset: the TLS control channel's first packets (with a
+    client config) or a plain ACK of the reset; None without an answer that carries a packet id."""
+    if answer is None or answer.packet_id is None:
+        return None, None
+    if ctx is None:
+        return None, [sess.packet(wire.ACK_V1, [answer.packet_id], answer.session_id)]
+    chan = ControlChannel(sess, answer.session_id, ctx, answer.packet_id)
+    return chan, chan.initial()
+
+
 async def _udp(rec: Recorder, net: Net, t: Target, sess: Session, timeout: float, hold: float,
                wrap_name: str, ctx: ssl.SSLContext | None, creds: tuple[str, str] | None) -> None:
     sock, conn = udp_open(rec, net, t)
@@ -250,13 +262,8 @@ async def _udp(rec: Recorder, net: Net, t: Target, sess: Session, timeout: float
             if p is not None and answer is None and sess.is_answer(p):
                 answer = p
         fields: dict = {}
-        chan = None
-        if answer is not None and answer.packet_id is not None:
-            if ctx is not None:
-                chan = ControlChannel(sess, answer.session_id, ctx, answer.packet_id)
-                first = chan.initial()
-            else:
-                first = [sess.packet(wire.ACK_V1, [answer.packet_id], answer.session_id)]
+        chan, first = _after_reset(sess, answer, ctx)
+        if first is not None:
             try:
                 for pkt in first:
                     sock.send(pkt)
@@ -311,13 +318,8 @@ async def _tcp(rec: Recorder, net: Net, t: Target, sess: Session, timeout: float
                     deadline = min(deadline, loop.time() + hold)
             if perr:
                 break
-        chan = None
-        if answer is not None and answer.packet_id is not None:
-            if ctx is not None:
-                chan = ControlChannel(sess, answer.session_id, ctx, answer.packet_id)
-                first = chan.initial()
-            else:
-                first = [sess.packet(wire.ACK_V1, [answer.packet_id], answer.session_id)]
+        chan, first = _after_reset(sess, answer, ctx)
+        if first is not None:
             for pkt in first:
                 writer.write(wire.frame_tcp(pkt))
             fields["ack_sent"] = True
