@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from vpn_support import daemon, free_port, need, run_probe, tcp_listening, wait_for
+from vpn_support import daemon, free_port, need, run_probe, serving_peer, tcp_listening, wait_for
 
 from censorscope.probes.wire import fet as rules
 
@@ -20,32 +20,15 @@ pytestmark = pytest.mark.net
 def _server(drop_non_exempt: bool) -> tuple[int, socket.socket]:
     """Echo the first payload; with ``drop_non_exempt``, stay silent on non-exempt first payloads
     (what a client sees when the censor drops the rest of the flow)."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(64)
-
     def handle(c: socket.socket) -> None:
-        with c:
-            c.settimeout(5)
-            try:
-                data = c.recv(65536)
-                if drop_non_exempt and not rules.is_exempt(data):
-                    c.recv(1)  # wait for the client to give up
-                    return
-                c.sendall(data)
-            except OSError:
-                pass
+        c.settimeout(5)
+        data = c.recv(65536)
+        if drop_non_exempt and not rules.is_exempt(data):
+            c.recv(1)  # wait for the client to give up
+            return
+        c.sendall(data)
 
-    def serve() -> None:
-        while True:
-            try:
-                c, _ = srv.accept()
-            except OSError:
-                return
-            threading.Thread(target=handle, args=(c,), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-    return srv.getsockname()[1], srv
+    return serving_peer(handle)
 
 
 def test_fet_plan_and_echo():

@@ -8,27 +8,25 @@ import threading
 from pathlib import Path
 
 import pytest
-from vpn_support import daemon, free_port, need, op, run_probe, scripted_peer, tcp_listening, wait_for
+from vpn_support import (
+    daemon,
+    free_port,
+    need,
+    op,
+    run_probe,
+    scripted_peer,
+    serving_peer,
+    tcp_listening,
+    wait_for,
+)
 
 pytestmark = pytest.mark.net
 
 
 @pytest.fixture
 def echo_server():
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen()
-
-    def serve() -> None:
-        while True:
-            try:
-                c, _ = srv.accept()
-            except OSError:
-                return
-            c.close()
-
-    threading.Thread(target=serve, daemon=True).start()
-    yield srv.getsockname()[1]
+    port, srv = serving_peer(lambda c: None)  # accept, then close
+    yield port
     srv.close()
 
 

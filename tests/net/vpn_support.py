@@ -39,20 +39,49 @@ def scripted_peer(script: Callable[[socket.socket], None]) -> tuple[int, socket.
     Returns (port, listener); the caller closes the listener. The connection is
     closed after the script; errors (the client went away) end it quietly.
     """
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen()
+    srv = _listener()
 
     def serve() -> None:
         try:
             c, _ = srv.accept()
-            with c:
-                script(c)
         except OSError:
-            pass
+            return
+        _run_script(script, c)
 
     threading.Thread(target=serve, daemon=True).start()
     return srv.getsockname()[1], srv
+
+
+def serving_peer(script: Callable[[socket.socket], None]) -> tuple[int, socket.socket]:
+    """Like ``scripted_peer``, but ``script`` runs on *every* connection (a thread each) until the
+    caller closes the listener."""
+    srv = _listener()
+
+    def serve() -> None:
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=_run_script, args=(script, c), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv.getsockname()[1], srv
+
+
+def _listener() -> socket.socket:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    return srv
+
+
+def _run_script(script: Callable[[socket.socket], None], c: socket.socket) -> None:
+    try:
+        with c:
+            script(c)
+    except OSError:
+        pass
 
 
 def loopback_ip() -> str:
