@@ -22,6 +22,7 @@ import asyncio
 import os
 import random
 import re
+import resource
 import shutil
 import socket
 import statistics
@@ -114,10 +115,11 @@ def run_dnsperf(ip: str, port: int, query_file: Path, outstanding: int) -> float
 
 
 def run_censorscope(
-    ip: str, port: int, names: list[str], hold: float, concurrency: int, out_path: Path
+    ip: str, port: int, names: list[str], hold: float, concurrency: int, out_path: Path, worker: bool | None = None,
 ) -> tuple[float, dict[str, int]]:
     counts = {"names": 0, "responses": 0, "answered": 0}
     cpu0 = time.process_time()
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(out_path, "wb", buffering=1 << 20) as out:
         write = out.write
         dumps = orjson.dumps
@@ -132,8 +134,12 @@ def run_censorscope(
                 counts["answered"] += o["failure"] is None
 
         stats = asyncio.run(resolve_many(
-            names, f"{ip}:{port}", hold_window=hold, timeout=5.0, concurrency=concurrency, on_result=on_result))
+            names, f"{ip}:{port}", hold_window=hold, timeout=5.0, concurrency=concurrency, on_result=on_result,
+            worker=worker))
+    children1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the engine's worker process, if any
+    worker = children1.ru_utime + children1.ru_stime - children0.ru_utime - children0.ru_stime
     counts["cpu_us"] = round((time.process_time() - cpu0) / max(stats.queries, 1) * 1e6, 1)
+    counts["worker_cpu_us"] = round(worker / max(stats.queries, 1) * 1e6, 1)
     counts["timeouts"] = stats.timeouts
     counts["unmatched"] = stats.unmatched
     return stats.qps, counts
@@ -145,6 +151,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of each client")
     ap.add_argument("--hold-window", type=float, default=0.05, help="censorscope's hold window (> 0)")
     ap.add_argument("--concurrency", type=int, default=1000, help="censorscope queries awaiting a first answer")
+    ap.add_argument("--worker", choices=("auto", "yes", "no"), default="auto",
+                    help="resolve_many's worker process (auto: with fork and two CPUs or more)")
     ap.add_argument("--dnsperf-outstanding", type=int, default=100, help="dnsperf -q")
     ap.add_argument("--nice", type=int, default=-10,
                     help="niceness for this process, nsd and dnsperf alike (root only; less noise from other load)")
@@ -173,13 +181,14 @@ def main() -> int:
         ours, theirs = [], []
         for r in range(args.rounds):
             theirs.append(run_dnsperf(ip, port, query_file, args.dnsperf_outstanding))
-            qps, counts = run_censorscope(ip, port, names, args.hold_window, args.concurrency, tmp / "out.jsonl")
+            qps, counts = run_censorscope(ip, port, names, args.hold_window, args.concurrency, tmp / "out.jsonl",
+                                          {"auto": None, "yes": True, "no": False}[args.worker])
             ours.append(qps)
             size = os.path.getsize(tmp / "out.jsonl")
             print(f"round {r + 1}: dnsperf {theirs[-1]:,.0f} qps, censorscope {qps:,.0f} qps "
                   f"({counts['names']} names, {counts['responses']} responses recorded, {counts['answered']} "
                   f"answered, {counts['timeouts']} timeouts, {counts['unmatched']} unmatched, {size >> 20} MiB JSONL, "
-                  f"{counts['cpu_us']} µs CPU per query)")
+                  f"{counts['cpu_us']} + {counts['worker_cpu_us']} µs CPU per query in this process + the worker)")
             if counts["names"] != len(names):
                 print("  ERROR: not every name was reported", file=sys.stderr)
                 return 1

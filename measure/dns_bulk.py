@@ -68,9 +68,12 @@ from censorscope.probes.dns import (
 from censorscope.probes.errors import ConfigError, InvalidTarget
 from censorscope.probes.net import format_host_port
 from censorscope.probes.wire import dnswire
+from censorscope.probes.wire.dnsbulk import echo_record, wire_name
 
 __all__ = ["BulkStats", "resolve_many", "TICK"]
 
+#: What ``_Engine``'s ``more_names`` returns when no name will ever come again.
+ENDED: Iterator[Any] = iter(())
 #: Granularity of deadline checks (seconds).
 TICK = 0.005
 MAX_SOCKETS = 256
@@ -81,6 +84,15 @@ _PENDING_ICMP = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNR
                            errno.EPROTO, errno.EMSGSIZE})
 
 OnResult = Callable[[str, list[dict[str, Any]], float, float], None]
+#: A received datagram as the engine keeps it: (payload, seconds since the name's first query, source, IP TTL).
+RawResponse = tuple[bytes, float, str, "int | None"]
+#: One finished query: (index of its type in qtypes, id, t0, t (seconds since the name's first query, not rounded),
+#: failure or None, failed step or None,
+#: responses, ICMP error dicts); failure/failed step are set only when the query could not be sent.
+RawQuery = tuple[int, int, float, float, "str | None", "str | None", list[RawResponse], list[dict[str, Any]]]
+#: One finished name: (its key: the name, or its number in a worker; wall-clock start, runtime, its queries
+#: in completion order).
+RawResult = tuple[Any, float, float, list[RawQuery]]
 
 
 @dataclass
@@ -110,44 +122,55 @@ def _prepare(raw: str) -> tuple[str, bytes]:
         name = raw.strip()
         if name.endswith(".") and name != ".":
             name = name[:-1]
-        try:
-            if name:
+        if name:
+            wire = wire_name(name)  # the usual name, in one split and one join
+            if wire is not None:
+                return name, wire
+            try:
                 return name, dnswire.encode_name(name)
-        except ValueError:
-            pass
+            except ValueError:
+                pass
     name = normalize_name(raw)  # IDN, or raises InvalidTarget with the reason
     return name, dnswire.encode_name(name)
 
 
-class _Name:
-    __slots__ = ("name", "lower", "wire", "start", "wall", "pending", "observations")
+def prepared(names: Iterable[str], stats: BulkStats) -> Iterator[tuple[str, bytes]]:
+    """``(name, wire form)`` of each name the engine can send; the others are listed in ``stats``."""
+    for raw in names:
+        try:
+            yield _prepare(raw)
+        except InvalidTarget:
+            if len(stats.invalid_names) < 1000:
+                stats.invalid_names.append(raw)
 
-    def __init__(self, name: str, wire: bytes, start: float, wall: float, pending: int) -> None:
-        self.name = name
-        self.lower = name.lower()
+
+class _Name:
+    __slots__ = ("key", "wire", "start", "pending", "observations")
+
+    def __init__(self, key: Any, wire: bytes, start: float, pending: int) -> None:
+        self.key = key  # what the result carries back: the name, or its number in a worker
         self.wire = wire
         self.start = start
-        self.wall = wall
         self.pending = pending
-        self.observations: list[dict[str, Any]] = []
+        self.observations: list[RawQuery] = []
 
 
 class _Query:
-    __slots__ = ("owner", "qtext", "qcode", "question", "qid", "sock", "t0", "first", "responses", "icmp", "key",
+    __slots__ = ("owner", "index", "qcode", "question", "qid", "sock", "t0", "first", "responses", "icmp", "key",
                  "done")
 
-    def __init__(self, owner: _Name, qtext: str, qcode: int, qtail: bytes) -> None:
+    def __init__(self, owner: _Name, index: int, qcode: int, qtail: bytes) -> None:
         self.owner = owner
-        self.qtext = qtext
+        self.index = index  # of the type in the engine's qtypes
         self.qcode = qcode
         self.question = owner.wire + qtail
         self.qid = -1
         self.sock: _Socket | None = None
         self.t0 = 0.0
         self.first: float | None = None
-        self.responses: list[dict[str, Any]] = []
+        self.responses: list[RawResponse] = []
         self.icmp: list[dict[str, Any]] = []
-        self.key = (owner.lower, qcode)
+        self.key = self.question.lower()  # for responses with an unknown id (case-insensitive, like names)
         self.done = False
 
 
@@ -466,28 +489,39 @@ def _make_sender(family: int, addr: tuple[str, int]) -> _SendTo | _SendMMsg:
 
 
 class _Engine:
+    """The network side: sockets, ids, sending, receiving, deadlines.
+
+    Each finished name is handed to ``emit`` as a ``RawResult`` (datagrams
+    undecoded); ``decode`` turns it into the stored observation dicts, in this
+    process or in the parent of a worker process (``dns_bulk_worker``).
+    When ``names`` runs dry, ``more_names()`` gives the next iterator of names
+    (None: none yet, come back later; ``ENDED``: no more ever).
+    """
+
     def __init__(
-        self, names: Iterable[str], resolver: str, qtypes: tuple[str, ...], hold_window: float, timeout: float,
-        concurrency: int, on_result: OnResult,
+        self, names: Iterable[tuple[Any, bytes]], resolver: str, qtypes: tuple[str, ...], hold_window: float,
+        timeout: float,
+        concurrency: int, emit: Callable[[RawResult], None],
+        more_names: Callable[[], Iterator[tuple[Any, bytes]] | None] = lambda: ENDED,
     ) -> None:
         self.loop = asyncio.get_running_loop()
-        self.names: Iterator[str] = iter(names)
+        self.names: Iterator[tuple[Any, bytes]] = iter(names)
         self.host, self.port = parse_resolver(resolver, "udp")
         self.addr = (self.host, self.port)
         self.family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         self.shown = format_host_port(self.host, self.port)
         self.sender = _make_sender(self.family, self.addr)
         self.receiver = _make_receiver(self.family)
-        self.qtypes = [(dnswire.qtype_text(c), c, dnswire.question_bytes(b"", c))
-                       for c in (dnswire.qtype_code(q) for q in qtypes)]
+        self.qtypes = _types(qtypes)
         self.hold = hold_window
         self.timeout = timeout
         self.concurrency = concurrency
-        self.on_result = on_result
+        self.emit = emit
+        self.more_names = more_names
         self.stats = BulkStats()
         self.sockets: list[_Socket] = []
         self.by_fd: dict[int, _Socket] = {}
-        self.by_question: dict[tuple[str, int], _Query] = {}
+        self.by_question: dict[bytes, _Query] = {}
         self.waiting = 0  # sent, no response yet
         self.ready: collections.deque[_Query] = collections.deque()  # built, not yet sent
         self.timeouts: collections.deque[tuple[float, _Query]] = collections.deque()
@@ -499,6 +533,8 @@ class _Engine:
         self.retry: asyncio.TimerHandle | None = None
         self.done: asyncio.Future[None] = self.loop.create_future()
         self.clock = time.monotonic
+        # wall-clock start of a name = this offset + its monotonic start (one clock reading per name)
+        self.wall_offset = time.time() - time.monotonic()
 
     # --- sockets --------------------------------------------------------------------------
     def _socket_with_free_id(self) -> _Socket | None:
@@ -524,21 +560,21 @@ class _Engine:
 
     # --- sending ---------------------------------------------------------------------------
     def _next_name(self) -> bool:
-        for raw in self.names:
-            try:
-                name, wire = _prepare(raw)
-            except InvalidTarget:
-                if len(self.stats.invalid_names) < 1000:
-                    self.stats.invalid_names.append(raw)
-                continue
-            owner = _Name(name, wire, self.clock(), time.time(), len(self.qtypes))
-            self.stats.names += 1
-            self.live_names += 1
-            for qtext, qcode, qtail in self.qtypes:
-                self.ready.append(_Query(owner, qtext, qcode, qtail))
-            return True
-        self.exhausted = True
-        return False
+        while True:
+            for key, wire in self.names:
+                owner = _Name(key, wire, self.clock(), len(self.qtypes))
+                self.stats.names += 1
+                self.live_names += 1
+                for index, (_qtext, qcode, qtail) in enumerate(self.qtypes):
+                    self.ready.append(_Query(owner, index, qcode, qtail))
+                return True
+            more = self.more_names()
+            if more is None:
+                return False  # more names later (the engine is filled again when they come)
+            if more is ENDED:
+                self.exhausted = True
+                return False
+            self.names = more
 
     def fill(self) -> None:
         """Send queries until ``concurrency`` are waiting for their first answer."""
@@ -655,9 +691,7 @@ class _Engine:
                         stats.unmatched += 1
                         continue
                 stats.responses += 1
-                owner = q.owner
-                q.responses.append(response_record(
-                    data, now - owner.start, source, ttl, q.qid, owner.name, q.qcode, q.question))
+                q.responses.append((data, now - q.owner.start, source, ttl))  # decoded by ``decode``
                 if q.first is None:
                     self._first_event(q, now)
 
@@ -668,7 +702,11 @@ class _Engine:
             return None
         if msg.qname is None or msg.qtype is None:
             return None
-        return self.by_question.get((msg.qname.lower(), msg.qtype))
+        try:
+            wire = dnswire.encode_name(msg.qname)
+        except ValueError:
+            return None
+        return self.by_question.get(dnswire.question_bytes(wire, msg.qtype).lower())
 
     def _icmp(self, s: _Socket, error: OSError) -> None:
         now = self.clock()
@@ -736,22 +774,13 @@ class _Engine:
         if self.by_question.get(q.key) is q:
             del self.by_question[q.key]
         owner = q.owner
-        if failure is None:
-            failure, addresses = outcome(q.responses, q.icmp, q.qtext)
-            failed_step = "receive" if failure is not None and not q.responses else None
-        else:
-            addresses = []
-        owner.observations.append({
-            "id": len(owner.observations) + 1, "operation": "dns_query", "parent_id": None,
-            "t0": round(q.t0 - owner.start, 6), "t": round(now - owner.start, 6), "failure": failure,
-            "query_name": owner.name, "query_type": q.qtext, "transport": "udp", "resolver": self.shown,
-            "query_id": q.qid, "hold_window": self.hold, "responses": q.responses, "addresses": addresses,
-            "icmp_errors": q.icmp, "failed_step": failed_step,
-        })
+        start = owner.start
+        owner.observations.append((q.index, q.qid, q.t0 - start, now - start, failure, failed_step, q.responses,
+                                   q.icmp))
         owner.pending -= 1
         if owner.pending == 0:
             self.live_names -= 1
-            self.on_result(owner.name, owner.observations, owner.wall, now - owner.start)
+            self.emit((owner.key, self.wall_offset + start, now - start, owner.observations))
 
     def _maybe_done(self) -> None:
         if self.exhausted and not self.ready and self.live_names == 0 and not self.done.done():
@@ -793,6 +822,61 @@ def _fewer_gc_passes() -> Iterator[None]:
             gc.set_threshold(*_gc_saved.pop())
 
 
+def decode(
+    result: RawResult, name: str, wire: bytes, types: list[tuple[str, int, bytes]], resolver: str, hold_window: float,
+) -> tuple[str, list[dict[str, Any]], float, float]:
+    """``(name, observations, start, runtime)`` of a finished name: the dicts the ``dns`` probe stores.
+
+    ``wire`` is the name's wire form, ``types`` the engine's ``(type text, code, question tail)``,
+    ``resolver`` the resolver as shown. Every datagram becomes its response record
+    (``echo_record`` for the usual response, else ``response_record``); the outcome follows
+    the probe's rules (``outcome``).
+    """
+    _key, wall, runtime, queries = result
+    observations: list[dict[str, Any]] = []
+    for index, qid, t0, t, failure, failed_step, raw, icmp in queries:
+        qtext, qcode, qtail = types[index]
+        question = wire + qtail
+        responses = []
+        for data, rt, source, ttl in raw:
+            record = echo_record(data, question, name, qid, rt, source, ttl)
+            if record is None:  # not the usual response: the general code (dnspython for the unusual)
+                record = response_record(data, rt, source, ttl, qid, name, qcode, question)
+            responses.append(record)
+        if failure is None:
+            first = responses[0] if responses else None
+            if (first is not None and first["id_mismatch"] is False and first["question_mismatch"] is False
+                    and first["rcode"] == "NOERROR" and first["answers"] and first["answers"][0]["type"] == qtext):
+                addresses = list(first["addresses"])  # what ``outcome`` says for the usual answer, sooner
+            else:
+                failure, addresses = outcome(responses, icmp, qtext)
+                failed_step = "receive" if failure is not None and not responses else None
+        else:
+            addresses = []
+        observations.append({
+            "id": len(observations) + 1, "operation": "dns_query", "parent_id": None, "t0": round(t0, 6),
+            "t": round(t, 6),
+            "failure": failure, "query_name": name, "query_type": qtext, "transport": "udp", "resolver": resolver,
+            "query_id": qid, "hold_window": hold_window, "responses": responses, "addresses": addresses,
+            "icmp_errors": icmp, "failed_step": failed_step,
+        })
+    return name, observations, wall, runtime
+
+
+def _types(qtypes: tuple[str, ...]) -> list[tuple[str, int, bytes]]:
+    """(type text, code, question tail) of each query type; ``ConfigError`` for an unknown one."""
+    try:
+        codes = [dnswire.qtype_code(q) for q in qtypes]
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return [(dnswire.qtype_text(c), c, dnswire.question_bytes(b"", c)) for c in codes]
+
+
+def _use_worker() -> bool:
+    """A worker process pays off with a second CPU and ``fork`` (Linux and other Unixes)."""
+    return hasattr(os, "fork") and (os.cpu_count() or 1) >= 2
+
+
 async def resolve_many(
     names: Iterable[str],
     resolver: str,
@@ -802,6 +886,7 @@ async def resolve_many(
     timeout: float = 5.0,
     concurrency: int = 500,
     on_result: OnResult,
+    worker: bool | None = None,
 ) -> BulkStats:
     """Query every name (each type in ``qtypes``) at ``resolver`` (``IP[:PORT]``) over UDP.
 
@@ -812,17 +897,51 @@ async def resolve_many(
     (IDN to punycode); names that cannot be encoded are skipped and listed in
     ``BulkStats.invalid_names``. An exception raised by ``on_result`` stops the
     run and is re-raised here. Raises ``ConfigError`` for unusable arguments.
+
+    ``worker``: run the network side (sockets, sending, receiving, windows) in
+    a forked worker process while this one decodes the datagrams and calls
+    ``on_result`` (``censorscope.measure.dns_bulk_worker``); None (default)
+    does so when ``fork`` exists and there are two CPUs or more. Names are
+    still read from ``names`` here, lazily, and ``on_result`` runs here.
     """
     qtypes = tuple(qtypes)
     if not qtypes:
         raise ConfigError("qtypes is empty")
     if hold_window < 0 or timeout <= 0 or concurrency < 1:
         raise ConfigError("need hold_window >= 0, timeout > 0 and concurrency >= 1")
+    host, port = parse_resolver(resolver, "udp")
+    types = _types(qtypes)
+    shown = format_host_port(host, port)
+    if worker is None:
+        worker = _use_worker()
+    started = time.monotonic()
+    if worker:
+        from censorscope.measure.dns_bulk_worker import run_in_worker
+
+        invalid = BulkStats()
+
+        def report(raw: RawResult, name: str, wire: bytes) -> None:
+            on_result(*decode(raw, name, wire, types, shown, hold_window))
+
+        with _fewer_gc_passes():
+            stats = await run_in_worker(prepared(names, invalid), resolver, qtypes, hold_window, timeout,
+                                        concurrency, report)
+        stats.invalid_names = invalid.invalid_names
+        stats.runtime = time.monotonic() - started
+        return stats
+
+    stats = BulkStats()
+
+    def emit(raw: RawResult) -> None:
+        name, wire = raw[0]
+        on_result(*decode(raw, name, wire, types, shown, hold_window))
+
     try:
-        engine = _Engine(names, resolver, qtypes, hold_window, timeout, concurrency, on_result)
+        engine = _Engine(((item, item[1]) for item in prepared(names, stats)), resolver, qtypes, hold_window,
+                         timeout, concurrency, emit)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    started = time.monotonic()
+    engine.stats = stats
     try:
         with _fewer_gc_passes():
             engine.fill()
