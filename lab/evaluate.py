@@ -216,7 +216,7 @@ class Evaluator:
     # --- probes that take no list entries ----------------------------------------
     def _direct(self, probe: str, truths: list[Truth], out: Path) -> None:
         """Measure targets of a probe that campaigns cannot drive (no ``target_from_url``) or the
-        control helper does not offer (the VPN probes):
+        control helper does not offer or would refuse (targets naming a file: ``?config=``):
         ``censorscope probe`` from the client, the same from the control namespace as the control
         (what the helper would return). No confirmation re-tests for these."""
         import dataclasses
@@ -276,25 +276,33 @@ class Evaluator:
         method ``residual``) says nothing yet; like a careful user, evaluate measures it again
         once every box the campaign opened has closed (``followup_wait``) and grades that
         measurement, judged in one batch with the rest."""
+        import dataclasses
+
         from censorscope.analysis.verdicts import verdict_rows
         from censorscope.analysis.verdicts.combine import RESIDUAL
+        from censorscope.lab.vpn_servers import expand_target
         from censorscope.measure.helper_policy import HELPER_PROBES
         from censorscope.probes import registry
+        from censorscope.probes.vpn_common import config_param
 
         base = self.workdir / sc.name
         if base.exists():
             shutil.rmtree(base)
         base.mkdir(parents=True)
+        # per-lab values (the WireGuard keys) filled into targets; rows keep the scenario's own text
+        truth = [dataclasses.replace(t, target=expand_target(t.target, self.topo.dir)) for t in sc.truth]
         by_probe: dict[str, list[Truth]] = {}
-        for t in sc.truth:
+        for t in truth:
             by_probe.setdefault(t.probe, []).append(t)
         outs: list[Path] = []
         campaigned: set[str] = set()
         for probe, truths in by_probe.items():
             out = base / probe
             outs.append(out)
-            if not callable(getattr(registry.load(probe), "target_from_url", None)) or probe not in HELPER_PROBES:
-                # the helper offers no control for it (VPN probes): measure client and control directly
+            if (not callable(getattr(registry.load(probe), "target_from_url", None)) or probe not in HELPER_PROBES
+                    or any(config_param(t.target) for t in truths)):
+                # the helper offers no control for it (or never takes the file a target names, e.g. the
+                # lab's WireGuard keys): measure client and control directly, the same command in each
                 self._direct(probe, truths, out)
                 continue
             campaigned.add(probe)
@@ -306,7 +314,7 @@ class Evaluator:
 
         # one batch: what one probe proves (a certificate valid for a name) informs another's verdict
         got = {(r["probe"], r["input"]): r for r in verdict_rows(outs)}
-        caught = [t for t in sc.truth if t.probe in campaigned and (got.get(key(t)) or {}).get("method") == RESIDUAL]
+        caught = [t for t in truth if t.probe in campaigned and (got.get(key(t)) or {}).get("method") == RESIDUAL]
         if caught:
             wait = followup_wait(sc)
             self.progress(f"{sc.name}: {len(caught)} input(s) met another input's penalty box; "
@@ -331,10 +339,10 @@ class Evaluator:
                 else:
                     got.setdefault(k, r)
         rows = []
-        for t in sc.truth:
+        for written, t in zip(sc.truth, truth, strict=True):
             r = got.get(key(t))
             verdict, method = (r["verdict"], r["method"]) if r else (None, None)
-            rows.append(Row(sc.name, t.target, t.probe, t.verdict, t.method, verdict, method,
+            rows.append(Row(sc.name, written.target, t.probe, t.verdict, t.method, verdict, method,
                             grade(t, verdict, method), r["confidence"] if r else None,
                             r["evidence"] if r else "no measurement was stored for this target",
                             r["measurement_id"] if r else None))

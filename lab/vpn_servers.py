@@ -5,14 +5,14 @@ scenario's ``[vpn] servers = [...]`` names them (docs/lab.md).
 name           daemon                                           where (``VPN_V4``/``TOR_V4``)
 =============  ===============================================  =====================================
 openvpn        two ``openvpn`` servers (lab-CA PKI, no tls-auth) UDP 1194 and TCP 1195
-wireguard      ``wireguard-go`` + ``wg`` (per-lab keys and       UDP 51820
+wireguard      ``wireguard-go`` + ``wg`` (per-lab keys and       UDP 51820 (any address: v4 and v6)
                interface name ``wgcs<hash>``)
 ikev2          strongSwan ``charon`` + ``swanctl`` under          UDP 500 and 4500
                ``unshare -m`` with a private tmpfs on /run
 pptp           ``pptpd`` (control channel; no PPP in the kernel) TCP 1723
 l2tp           ``xl2tpd`` (control channel)                      UDP 1701
 shadowsocks    ``ss-server`` (chacha20-ietf-poly1305)            TCP 8388
-ssh            ``sshd`` (per-lab host key, no logins)            TCP 22
+ssh            ``sshd`` (per-lab host key, no logins)            TCP 22 (also on ``VPN_V6``)
 tor            ``tor`` relay, offline (no default route in the   TCP 9001 (OR), 9030 (Dir) on TOR_V4
                namespace: it can reach nothing outside the lab)
 quic           ``vpn_aux``: aioquic QUIC + TLS/TCP               UDP+TCP 443 (``quic.lab`` cert)
@@ -45,6 +45,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from censorscope.lab import addressing as A
 from censorscope.probes.errors import LabError
@@ -95,12 +96,35 @@ def _log_has(path: Path, text: str) -> bool:
         return False
 
 
+#: placeholders a scenario's target may carry (the lab makes new WireGuard keys per lab), filled in by
+#: ``expand_target``: the path of the client key file (TOML: server ``public_key``, client ``private_key``)
+#: and the server's public key (URL-quoted base64)
+WG_CONFIG, WG_PUBKEY = "{wg_config}", "{wg_pubkey}"
+
+
+def expand_target(target: str, lab_dir: Path) -> str:
+    """``target`` with the lab's per-lab values in place of :data:`WG_CONFIG` / :data:`WG_PUBKEY`
+    (``lab_dir``: the lab's state directory). Raises ``LabError`` when a placeholder names keys the
+    lab does not have (the scenario runs no wireguard server)."""
+    if WG_CONFIG not in target and WG_PUBKEY not in target:
+        return target
+    d = lab_dir / "vpn" / "wireguard"
+    try:
+        keys = json.loads((d / "client.json").read_text())
+    except (OSError, ValueError):
+        raise LabError(f"{target}: the lab has no wireguard keys (add \"wireguard\" to the scenario's "
+                       "[vpn] servers)") from None
+    return target.replace(WG_CONFIG, quote(str(d / "client.toml"), safe="/")).replace(
+        WG_PUBKEY, quote(keys["public_key"], safe=""))
+
+
 def targets() -> dict[str, str]:
     """The probe target of each server (what scenarios' ``[[truth]]`` rows name)."""
     v4, tor = A.VPN_V4, A.TOR_V4
     return {
         "openvpn-udp": f"openvpn://{v4}:1194?proto=udp", "openvpn-tcp": f"openvpn://{v4}:1195?proto=tcp",
-        "wireguard": f"wireguard://{v4}:51820", "ikev2": f"ikev2://{v4}", "pptp": f"pptp://{v4}",
+        "wireguard": f"wireguard://{v4}:51820", "wireguard-lab": f"wireguard://{v4}:51820?config={WG_CONFIG}",
+        "ikev2": f"ikev2://{v4}", "ikev2-nat-t": f"ikev2://{v4}:4500", "pptp": f"pptp://{v4}",
         "l2tp": f"l2tp://{v4}", "ssh": f"ssh://{v4}:22", "tor": f"tor://{tor}:9001",
         "quic": f"quic://{v4}:443?sni={QUIC_NAME}", "fet": f"fet://{v4}:9999",
         "socks": f"socks://{v4}:1080?dest={v4}:9999", "httpconnect": f"httpconnect://{v4}:3128?dest={v4}:9999",
@@ -281,7 +305,7 @@ class VpnServers:
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
         Path("/run/sshd").mkdir(exist_ok=True)
         (d / "sshd_config").write_text(
-            f"Port 22\nListenAddress {A.VPN_V4}\nHostKey {key}\nPidFile {d}/sshd.pid\n"
+            f"Port 22\nListenAddress {A.VPN_V4}\nListenAddress [{A.VPN_V6}]\nHostKey {key}\nPidFile {d}/sshd.pid\n"
             "UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n")
         self._spawn("vpn-ssh", [shutil.which("sshd") or "/usr/sbin/sshd", "-D", "-e", "-f",
                                 str(d / "sshd_config")], d)

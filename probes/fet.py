@@ -141,6 +141,28 @@ async def _shadowsocks(rec: Recorder, net: Net, t: Target, cfg: dict, timeout: f
         await close_writer(writer)
 
 
+#: consecutive failed attempts (any payload) that show the 3-tuple blocked whatever it carries
+STOP_RESIDUAL = 3
+#: failed non-exempt attempts, with every exempt one answered, that show random-looking traffic singled out
+STOP_SINGLED_OUT = 3
+
+
+def _enough(outcomes: list[tuple[str, bool]]) -> str | None:
+    """Why the series can stop now, or None. Each further attempt would only wait out its timeouts
+    (a campaign's watchdog kills a probe long before 32 timed-out connections), and the evidence
+    is there: ``residual`` (the last :data:`STOP_RESIDUAL` attempts, exempt ones among them, all
+    failed: no follow-ups either, they would fail the same way) or ``singled_out``
+    (:data:`STOP_SINGLED_OUT` non-exempt failures while every exempt attempt got its answer; only
+    once the pair's exempt attempt was made, so the last failure has its exempt neighbour)."""
+    tail = outcomes[-STOP_RESIDUAL:]
+    if len(tail) == STOP_RESIDUAL and all(failed for _, failed in tail):
+        return "residual"
+    if (outcomes[-1][0] != "fet" and sum(1 for kind, failed in outcomes if kind == "fet" and failed) >= STOP_SINGLED_OUT
+            and not any(failed for kind, failed in outcomes if kind != "fet")):
+        return "singled_out"
+    return None
+
+
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     """fet/control connections, follow-ups, optional Shadowsocks round trip."""
     t, cfg = target_and_config(target, "fet", None, options.config)
@@ -165,15 +187,25 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
             followups=int(opt["followups"]), followup_delay=float(opt["followup_delay"]))
     timeout, read_timeout, interval = float(opt["timeout"]), float(opt["read_timeout"]), float(opt["interval"])
     index = 0
+    outcomes: list[tuple[str, bool]] = []  # (kind, failed) of every attempt so far
+    stop = None
     for i in range(n):
         if i:
             await asyncio.sleep(interval)
         for kind in ("fet", "control"):
             payload = (rules.non_exempt_payload(length) if kind == "fet"
                        else rules.exempt_payload(str(opt["control_rule"]), length))
+            before = len(rec.observations)
             await _attempt(rec, net, t, index, kind, payload, timeout, read_timeout)
+            outcomes.append((kind, any(o.failure for o in rec.observations[before:])))
             index += 1
-    if int(opt["followups"]):
+            stop = _enough(outcomes)
+            if stop == "residual":
+                break
+        if stop:
+            rec.add("fet_stopped", rec.now(), reason=stop, attempts_made=index)
+            break
+    if int(opt["followups"]) and stop != "residual":
         await asyncio.sleep(float(opt["followup_delay"]))
         for _ in range(int(opt["followups"])):
             await _attempt(rec, net, t, index, "followup", rules.exempt_payload(str(opt["control_rule"]), length),

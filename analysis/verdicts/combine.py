@@ -39,6 +39,7 @@ from censorscope.analysis.verdicts.core import (
     OK,
     Measurement,
     Verdict,
+    address_of,
     inconclusive,
 )
 
@@ -167,10 +168,13 @@ def _stateful(method: str | None) -> bool:
 
 
 class ResidualTracker:
-    """Remembers, per (vantage, endpoint), the last blocking trigger; call in time order."""
+    """Remembers, per (vantage, transport, endpoint), the last blocking trigger; call in time order.
+
+    The transport matters: a censor's state for UDP 1194 (or QUIC on UDP 443) says nothing
+    about TCP 1194 (TLS on TCP 443)."""
 
     def __init__(self) -> None:
-        self._last: dict[tuple[Any, str], tuple[float, str, str, str, str]] = {}
+        self._last: dict[tuple[Any, str, str], tuple[float, str, str, str, str]] = {}
 
     def check(self, m: Measurement, v: Verdict) -> Verdict:
         """Turn a failure that follows another input's trigger into ``residual``; else record it.
@@ -183,7 +187,7 @@ class ResidualTracker:
             return v
         key = trigger_key(m, v)
         for ep in endpoints:
-            prior = self._last.get((m.vantage_key, ep))
+            prior = self._last.get((m.vantage_key, transport_of(m, ep), ep))
             if (prior and prior[2] != key and prior[4] != group_key(m) and 0 <= when - prior[0] <= RESIDUAL_WINDOW
                     and not v.self_controlled):
                 t, mid, inp, method, _ = prior
@@ -194,7 +198,7 @@ class ResidualTracker:
                     f"blocked. It was: {v.evidence}"), ep)
         if str(v.method).startswith(TRIGGER_METHODS):
             for ep in endpoints:
-                self._last[(m.vantage_key, ep)] = (when, m.id, key, str(v.method), group_key(m))
+                self._last[(m.vantage_key, transport_of(m, ep), ep)] = (when, m.id, key, str(v.method), group_key(m))
         return v
 
 
@@ -209,6 +213,20 @@ def trigger_key(m: Measurement, v: Verdict) -> str:
         if sni or m.host:
             return sni or str(m.host)
     return m.input
+
+
+def transport_of(m: Measurement, endpoint: str) -> str:
+    """``udp`` or ``tcp``: the ``proto`` the measurement recorded for ``endpoint`` (an observation
+    there, failed ones first, or the connect it builds on); ``quic_handshake`` is UDP; ``tcp`` when
+    nothing says. Only blocked verdicts ask, so the scan is rare."""
+    there = [o for o in m.observations if address_of(o) == endpoint]
+    for o in sorted(there, key=lambda o: not o.get("failure")):
+        if o.get("operation") == "quic_handshake":
+            return "udp"
+        for x in (o, *m.ancestors(o)):
+            if x.get("proto") in ("tcp", "udp"):
+                return str(x["proto"])
+    return "tcp"
 
 
 def event_time(m: Measurement, v: Verdict) -> float | None:

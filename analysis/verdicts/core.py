@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 #: Version of the whole rule set, stored in every verdict row. Bump it when any
 #: rule changes what it concludes (docs/verdicts.md keeps the history).
-RULES_VERSION = "2026.11.1"
+RULES_VERSION = "2026.11.2"
 
 OK = "ok"
 DOWN = "down"

@@ -1,4 +1,4 @@
-"""Fully encrypted traffic (FET): ``fet.blocked``.
+"""Fully encrypted traffic (FET): ``vpn.fet.blocked.fet`` and ``vpn.fet.blocked.residual``.
 
 The GFW examines the first data packet of a TCP connection and blocks
 high-entropy ("fully encrypted") traffic that none of its exemptions cover,
@@ -15,9 +15,12 @@ time order:
 * nothing failed -> ``ok``;
 * the control vantage's ``fet`` attempts failed too -> ``down``;
 * the **first** failure is a ``fet`` attempt, every exempt attempt before it
-  worked, the control vantage's ``fet`` attempts worked, and either two or
-  more ``fet`` attempts failed or later exempt attempts/connects failed as
-  well (the 3-tuple's residual blocking) -> ``fet.blocked``;
+  worked and the control vantage's ``fet`` attempts worked; then
+  - later exempt attempts or connects to the same server and port failed as
+    well: the trigger left the 3-tuple blocked -> ``vpn.fet.blocked.residual``
+    (the evidence names the random-looking trigger);
+  - else two or more ``fet`` attempts failed while every exempt attempt got
+    its answer: random-looking traffic is singled out -> ``vpn.fet.blocked.fet``;
 * a first failure on an exempt attempt means the server or path is
   unreliable, not that random-looking traffic is singled out -> inconclusive;
   so is a single ``fet`` failure with nothing after it.
@@ -41,6 +44,9 @@ from censorscope.analysis.verdicts.core import (
     inconclusive,
     ok,
 )
+
+#: method prefix (the VPN rules' form, ``vpn.<protocol>.blocked.<sub-method>``)
+PREFIX = "vpn.fet.blocked"
 
 
 def _steps(obs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -84,8 +90,14 @@ def rule(m: Measurement, ctx: Context) -> Verdict:
                                        "nothing after it; the trigger fires with p~0.26, repeat to conclude"), WEAK)
     parts = [f"{summary}, the first of them before any exempt failure: {E.outcome(first)}"]
     if later:
-        parts.append(f"{len(later)} later exempt attempt(s)/connect(s) failed too (residual blocking of the "
-                     f"3-tuple), e.g. {E.outcome(later[0])}")
+        parts.append(f"{len(later)} later exempt attempt(s)/connect(s) to the same server and port failed too, "
+                     f"e.g. {E.outcome(later[0])}: after the random-looking trigger the censor blocks the "
+                     "3-tuple whatever it carries (residual blocking)")
+        method = f"{PREFIX}.residual"
+    else:
+        n_exempt = sum(1 for o in steps if _kind(o) in ("control", "followup"))
+        parts.append(f"all {n_exempt} exempt attempts got answers: random-looking traffic is singled out")
+        method = f"{PREFIX}.fet"
     parts.append(f"the control's {len(c_ok)} of {len(c_fet)} non-exempt attempts got answers")
-    return blocked("fet.blocked", STRONG if n_fet_failed >= 2 else MODERATE, E.sentence(*parts),
+    return blocked(method, STRONG if n_fet_failed >= 2 else MODERATE, E.sentence(*parts),
                    endpoint=address_of(first), at=first.get("t0"))

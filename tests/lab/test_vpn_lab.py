@@ -94,14 +94,14 @@ def test_a_really_down_vpn_server_is_down_not_blocked(use_scenario):
 
 
 @pytest.mark.parametrize("scenario,probe,key,method", [
-    ("vpn-openvpn-fingerprint", "openvpn", "openvpn-udp", "vpn.openvpn.blocked.handshake_drop"),
-    ("vpn-openvpn-fingerprint", "openvpn", "openvpn-tcp", "vpn.openvpn.blocked.handshake_drop"),
-    ("vpn-wireguard-drop", "wireguard", "wireguard", "vpn.wireguard.blocked.handshake_drop"),
-    ("vpn-port-block", "ikev2", "ikev2", "vpn.ikev2.blocked.handshake_drop"),
-    ("vpn-port-block", "pptp", "pptp", "vpn.pptp.blocked.connect_drop"),
-    ("vpn-port-block", "l2tp", "l2tp", "vpn.l2tp.blocked.handshake_drop"),
-    ("vpn-port-block", "sstp", "sstp", "vpn.sstp.blocked.connect_drop"),
-    ("vpn-tor-blackhole", "tor", "tor", "vpn.tor.blocked.connect_drop"),
+    ("vpn-openvpn-fingerprint", "openvpn", "openvpn-udp", "vpn.openvpn.blocked.port_or_fingerprint"),
+    ("vpn-openvpn-fingerprint", "openvpn", "openvpn-tcp", "vpn.openvpn.blocked.fingerprint"),
+    ("vpn-wireguard-drop", "wireguard", "wireguard", "vpn.wireguard.blocked.port_or_fingerprint"),
+    ("vpn-port-block", "ikev2", "ikev2", "vpn.ikev2.blocked.port_or_fingerprint")  # alone: UDP,
+    ("vpn-port-block", "pptp", "pptp", "vpn.pptp.blocked.port"),
+    ("vpn-port-block", "l2tp", "l2tp", "vpn.l2tp.blocked.port_or_fingerprint"),
+    ("vpn-port-block", "sstp", "sstp", "vpn.sstp.blocked.port"),
+    ("vpn-tor-blackhole", "tor", "tor", "vpn.tor.blocked.port"),
     ("vpn-quic-sni", "quic", "quic", "quic.blocked"),
 ])
 def test_blocked_vpn_protocol_detected_and_bystanders_ok(use_scenario, scenario, probe, key, method):
@@ -125,7 +125,7 @@ def test_fet_blocked_by_exemption_rules_and_exempt_traffic_is_not(use_scenario, 
     lab = use_scenario(with_all_servers("vpn-fet", probability=1.0, residual=4.0), fresh=True)
     verdict, method, rec = judge(lab, "fet", T["fet"], attempts=2, followups=1, followup_delay=0.2,
                                  interval=0.05, read_timeout=1.5, timeout=2.0)
-    assert (verdict, method) == ("blocked", "fet.blocked"), failures(rec)
+    assert (verdict, method) == ("blocked", "vpn.fet.blocked.residual"), failures(rec)
     # a real Shadowsocks connection (random-looking first packet) is caught too
     rt = _ss_round_trip(lab, tmp_path)
     assert rt["failure"] == "generic_timeout_error", rt
@@ -138,14 +138,18 @@ def test_fet_blocked_by_exemption_rules_and_exempt_traffic_is_not(use_scenario, 
     assert verdict == "ok", (verdict, method, failures(rec))
 
 
-def test_lab_evaluate_grades_a_vpn_scenario(use_scenario, tmp_path):
+@pytest.mark.parametrize("scenario,probe,method", [
+    ("vpn-tor-blackhole", "tor", "vpn.tor.blocked.port"),
+    # the truth targets carry {wg_config}: evaluate fills in this lab's WireGuard client keys
+    ("vpn-wireguard-drop", "wireguard", "vpn.wireguard.blocked.port_or_fingerprint"),
+])
+def test_lab_evaluate_grades_a_vpn_scenario(use_scenario, tmp_path, scenario, probe, method):
     """``lab evaluate`` on the running lab: VPN probes measured with the control namespace as control."""
     from censorscope.lab.evaluate import _table, evaluate
 
-    lab = use_scenario("vpn-tor-blackhole")
+    lab = use_scenario(scenario)
     rows = evaluate([lab.scenario], lab_name=lab.name, workdir=tmp_path)
     assert len(rows) == len(lab.scenario.truth)
     assert all(r.match for r in rows), _table(rows)
     assert not any(r.false_blocked for r in rows)
-    tor = next(r for r in rows if r.probe == "tor")
-    assert tor.method == "vpn.tor.blocked.connect_drop"
+    assert {r.method for r in rows if r.probe == probe} == {method}

@@ -391,14 +391,14 @@ def test_vpn_handshake_without_answer_while_control_answered():
            ob("openvpn_handshake", 2, "generic_timeout_error", 1, address="203.0.113.30:1194")]
     ctl = [conn(1, "203.0.113.30:1194"), ob("openvpn_handshake", 2, None, 1, address="203.0.113.30:1194")]
     v = one(meas("openvpn", "203.0.113.30:1194", obs, control_obs=ctl))
-    assert (v.verdict, v.method) == ("blocked", "vpn.openvpn.blocked.handshake_drop")
+    assert (v.verdict, v.method) == ("blocked", "vpn.openvpn.blocked.fingerprint")  # TCP connected
     assert "openvpn_handshake #2" in v.evidence and "control openvpn_handshake #2 to 203.0.113.30:1194 succeeded" in v.evidence
 
 
 def test_vpn_port_blocked_and_down():
     obs = [conn(1, "203.0.113.31:22", "generic_timeout_error")]
     v = one(meas("ssh", "203.0.113.31:22", obs, control_obs=[conn(1, "203.0.113.31:22")]))
-    assert v.method == "vpn.ssh.blocked.connect_drop"
+    assert v.method == "vpn.ssh.blocked.port"
     v = one(meas("ssh", "203.0.113.31:22", [conn(1, "203.0.113.31:22", "connection_refused")],
                  control_obs=[conn(1, "203.0.113.31:22", "connection_refused")]))
     assert (v.verdict, v.method) == ("down", None)
@@ -415,7 +415,7 @@ def test_fet_blocked_first_failure_non_exempt_then_residual():
     obs[3]["t0"] = 4.0
     ctl = [_fet(1), _fet(2, kind="control"), _fet(3), _fet(4, kind="control")]
     v = one(meas("fet", "fet://203.0.113.40:443", obs, control_obs=ctl))
-    assert (v.verdict, v.method) == ("blocked", "fet.blocked")
+    assert (v.verdict, v.method) == ("blocked", "vpn.fet.blocked.residual")
     assert "fet_attempt #3" in v.evidence and "residual" in v.evidence and "1 of 2 non-exempt" in v.evidence
 
 
