@@ -97,7 +97,7 @@ def test_a_really_down_vpn_server_is_down_not_blocked(use_scenario):
     ("vpn-openvpn-fingerprint", "openvpn", "openvpn-udp", "vpn.openvpn.blocked.port_or_fingerprint"),
     ("vpn-openvpn-fingerprint", "openvpn", "openvpn-tcp", "vpn.openvpn.blocked.fingerprint"),
     ("vpn-wireguard-drop", "wireguard", "wireguard", "vpn.wireguard.blocked.port_or_fingerprint"),
-    ("vpn-port-block", "ikev2", "ikev2", "vpn.ikev2.blocked.port_or_fingerprint")  # alone: UDP,
+    ("vpn-port-block", "ikev2", "ikev2", "vpn.ikev2.blocked.port_or_fingerprint"),  # alone: UDP
     ("vpn-port-block", "pptp", "pptp", "vpn.pptp.blocked.port"),
     ("vpn-port-block", "l2tp", "l2tp", "vpn.l2tp.blocked.port_or_fingerprint"),
     ("vpn-port-block", "sstp", "sstp", "vpn.sstp.blocked.port"),
