@@ -67,8 +67,9 @@ def groups(measurements: list[Measurement]) -> list[list[Measurement]]:
     by: dict[str, list[Measurement]] = defaultdict(list)
     for m in measurements:
         by[group_key(m)].append(m)
-    out = [sorted(g, key=lambda m: (m.confirms is not None, m.attempt, m.start or 0.0)) for g in by.values()]
-    return sorted(out, key=lambda g: min((m.start or 0.0) for m in g))
+    out = [g if len(g) == 1 else sorted(g, key=lambda m: (m.confirms is not None, m.attempt, m.start or 0.0))
+           for g in by.values()]
+    return sorted(out, key=lambda g: (g[0].start or 0.0) if len(g) == 1 else min((m.start or 0.0) for m in g))
 
 
 def _is_comparison(first: Measurement, m: Measurement) -> bool:

@@ -29,7 +29,7 @@ def verified_for_name(hs: dict[str, Any]) -> bool:
 
 def _answered_names(m: Measurement) -> list[tuple[str, str]]:
     out = []
-    for q in m.ops("dns_query"):
+    for q in m.ops_view("dns_query"):
         if not q.get("failure") and q.get("addresses"):
             out.append((str(q.get("resolver")), str(q.get("query_name", "")).lower()))
     return out
@@ -43,25 +43,36 @@ class Context:
         self.by_id = {m.id: m for m in measurements}
         self._resolver_names: dict[tuple[Any, str], set[str]] = defaultdict(set)
         self._validated: dict[str, dict[str, str]] = defaultdict(dict)
+        resolver_names = self._resolver_names
         for m in measurements:
-            for resolver, name in _answered_names(m):
-                self._resolver_names[(m.vantage_key, resolver)].add(name)
-            self._collect_validated(m)
+            if m.ops_view("dns_query"):
+                for resolver, name in _answered_names(m):
+                    resolver_names[(m.vantage_key, resolver)].add(name)
+            if m.ops_view("tls_handshake"):
+                self._collect_validated(m)
 
     def _collect_validated(self, m: Measurement) -> None:
-        control_leaves: dict[str, set[str]] = defaultdict(set)
-        for hs in m.control_ops("tls_handshake"):
-            leaf = leaf_sha256(hs)
-            if leaf and not hs.get("failure"):
-                control_leaves[str(hs.get("server_name") or "").lower()].add(leaf)
-        for hs in m.ops("tls_handshake"):
+        control_leaves: dict[str, set[str]] | None = None  # built when a handshake needs it
+        for hs in m.ops_view("tls_handshake"):
             name = str(hs.get("server_name") or "").lower()
+            if hs.get("failure") or not name:
+                continue
             ip = ip_of(address_of(hs))
-            if hs.get("failure") or not name or not ip:
+            if not ip:
                 continue
             if verified_for_name(hs):
                 self._validated[name].setdefault(ip, f"{m.probe} measurement {m.id}: certificate valid for {name}")
-            elif leaf_sha256(hs) and leaf_sha256(hs) in control_leaves.get(name, set()):
+                continue
+            leaf = leaf_sha256(hs)
+            if not leaf:
+                continue
+            if control_leaves is None:
+                control_leaves = defaultdict(set)
+                for c in m.control_ops_view("tls_handshake"):
+                    c_leaf = leaf_sha256(c)
+                    if c_leaf and not c.get("failure"):
+                        control_leaves[str(c.get("server_name") or "").lower()].add(c_leaf)
+            if leaf in control_leaves.get(name, set()):
                 self._validated[name].setdefault(
                     ip, f"{m.probe} measurement {m.id}: same certificate as the control for {name}")
 

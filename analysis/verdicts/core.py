@@ -43,7 +43,7 @@ WEAK = 0.5         # a hint only: never enough for "blocked"
 MIN_BLOCKED = 0.6  # below this a rule must not say "blocked"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Verdict:
     """One judgement. ``endpoint`` (``IP:PORT``) names the server and port a
     failure happened on, so later measurements there can be checked for
@@ -60,6 +60,23 @@ class Verdict:
     self_controlled: bool = False
     at: float | None = None  # when the failing operation started, seconds after the measurement start
     endpoints: tuple[str, ...] = ()  # every endpoint that failed the same way (``endpoint`` first)
+
+    def __init__(self, verdict: str, method: str | None = None, confidence: float = 0.0, evidence: str = "",
+                 endpoint: str | None = None, self_controlled: bool = False, at: float | None = None,
+                 endpoints: tuple[str, ...] = ()) -> None:
+        # What the generated __init__ of a frozen dataclass does (one object.__setattr__ per field),
+        # written as plain stores into the instance dict: verdicts are made by the million. Still
+        # frozen: assigning an attribute afterwards raises FrozenInstanceError.
+        d = self.__dict__
+        d["verdict"] = verdict
+        d["method"] = method
+        d["confidence"] = confidence
+        d["evidence"] = evidence
+        d["endpoint"] = endpoint
+        d["self_controlled"] = self_controlled
+        d["at"] = at
+        d["endpoints"] = endpoints
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -138,6 +155,7 @@ def _by_operation(observations: list[dict[str, Any]]) -> dict[Any, list[dict[str
 
 
 _EMPTY: dict[Any, list[dict[str, Any]]] = {}
+_NONE: list[dict[str, Any]] = []  # what the ``*_view`` accessors return for an absent operation (never changed)
 
 
 class Measurement:
@@ -170,7 +188,7 @@ class Measurement:
         self.host: str | None = host_of(self.input)
         self._by_id: dict[Any, dict[str, Any]] | None = None  # built on first use
         self._ops = _by_operation(self.observations)
-        self._control_ops = _by_operation(self.control_observations) if self.control_observations else _EMPTY
+        self._control_ops: dict[Any, list[dict[str, Any]]] | None = None if self.control_observations else _EMPTY
         self._control_state: str | None = None
         self._vantage_key: tuple[Any, ...] | None = None
 
@@ -182,8 +200,20 @@ class Measurement:
 
     def control_ops(self, operation: str) -> list[dict[str, Any]]:
         """The control's observations of one operation, in order."""
-        found = self._control_ops.get(operation)
+        found = self.control_ops_view(operation)
         return list(found) if found else []
+
+    def ops_view(self, operation: str) -> list[dict[str, Any]]:
+        """Like :meth:`ops` without the copy: the shared index list, which callers must not change
+        (for the rules' hot paths)."""
+        return self._ops.get(operation) or _NONE
+
+    def control_ops_view(self, operation: str) -> list[dict[str, Any]]:
+        """Like :meth:`control_ops` without the copy (callers must not change it)."""
+        index = self._control_ops
+        if index is None:  # indexed on first use: many verdicts never look at the control
+            index = self._control_ops = _by_operation(self.control_observations)
+        return index.get(operation) or _NONE
 
     def obs(self, obs_id: Any) -> dict[str, Any] | None:
         """The observation with this id."""
@@ -283,10 +313,13 @@ def ip_of(address: str | None) -> str | None:
 
 def find_control(m: Measurement, operation: str, **match: Any) -> list[dict[str, Any]]:
     """Control observations of ``operation`` whose fields equal ``match`` (None values ignored)."""
-    want = {k: v for k, v in match.items() if v is not None}
+    want = [(k, v) for k, v in match.items() if v is not None]
     out = []
-    for o in m.control_ops(operation):
-        if all((address_of(o) if k == "address" else o.get(k)) == v for k, v in want.items()):
+    for o in m.control_ops_view(operation):
+        for k, v in want:
+            if not ((address_of(o) if k == "address" else o.get(k)) == v):
+                break
+        else:
             out.append(o)
     return out
 

@@ -24,6 +24,7 @@ content first, else the verdict is ``inconclusive``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from censorscope.analysis.verdicts import evidence as E
@@ -50,6 +51,8 @@ TIMEOUT = "generic_timeout_error"
 
 #: per-address consistency found by a composed probe (web): ip -> (consistent?, why)
 Checks = dict[str, tuple[bool, str]]
+#: what ``judge`` accepts: the checks, or a function making them (called only if an answer needs them)
+ChecksArg = Checks | Callable[[], Checks] | None
 
 
 def responses(q: dict[str, Any]) -> list[dict[str, Any]]:
@@ -58,15 +61,23 @@ def responses(q: dict[str, Any]) -> list[dict[str, Any]]:
         return [{"rcode": "NOERROR" if not q.get("failure") else None, "addresses": q.get("addresses") or [],
                  "answers": [], "source": "system"}]
     # responses that do not answer this query (unparseable, wrong id or question) are noise, not evidence
-    return [r for r in q.get("responses") or [] if isinstance(r, dict) and not r.get("parse_error")
-            and not r.get("id_mismatch") and not r.get("question_mismatch")]
+    out = []
+    for r in q.get("responses") or ():
+        if type(r) is dict or isinstance(r, dict):
+            get = r.get
+            if not (get("parse_error") or get("id_mismatch") or get("question_mismatch")):
+                out.append(r)
+    return out
 
 
-def first_addresses(q: dict[str, Any]) -> list[str]:
-    """Addresses of the first response (``addresses`` at top level)."""
-    if q.get("addresses"):
-        return list(q["addresses"])
-    rs = responses(q)
+def first_addresses(q: dict[str, Any], rs: list[dict[str, Any]] | None = None) -> list[str]:
+    """Addresses of the first response (``addresses`` at top level); ``rs``: ``responses(q)``
+    when the caller has them already."""
+    addrs = q.get("addresses")
+    if addrs:
+        return list(addrs)
+    if rs is None:
+        rs = responses(q)
     return list(rs[0].get("addresses") or []) if rs else []
 
 
@@ -81,9 +92,10 @@ def _asns(r: dict[str, Any]) -> set[str]:
 def control_queries(m: Measurement, q: dict[str, Any]) -> list[dict[str, Any]]:
     """The control's lookups of the same name (same type first)."""
     name = str(q.get("query_name") or m.host or "").lower()
-    qs = [c for c in m.control_ops("dns_query") + m.control_ops("resolve")
+    qs = [c for op in ("dns_query", "resolve") for c in m.control_ops_view(op)
           if str(c.get("query_name") or "").lower() == name]
-    same_type = [c for c in qs if c.get("query_type") == q.get("query_type")]
+    qtype = q.get("query_type")
+    same_type = [c for c in qs if c.get("query_type") == qtype]
     return same_type or qs
 
 
@@ -95,9 +107,11 @@ def _describe_response(r: dict[str, Any]) -> str:
     return f"{what}{src}{t}"
 
 
-def _fingerprint_verdict(m: Measurement, q: dict[str, Any], control_addrs: set[str]) -> Verdict | None:
-    for r in responses(q):
-        for value in list(r.get("addresses") or []) + _cnames(r):
+def _fingerprint_verdict(m: Measurement, q: dict[str, Any], control_addrs: set[str],
+                         rs: list[dict[str, Any]] | None = None) -> Verdict | None:
+    for r in responses(q) if rs is None else rs:
+        answers = r.get("answers")
+        for value in (list(r.get("addresses") or []) + _cnames(r)) if answers else (r.get("addresses") or ()):
             fp = match_dns(value)
             if fp is None or value in control_addrs:
                 continue
@@ -109,39 +123,38 @@ def _fingerprint_verdict(m: Measurement, q: dict[str, Any], control_addrs: set[s
     return None
 
 
-def judge(m: Measurement, q: dict[str, Any], ctx: Context, checks: Checks | None = None) -> Verdict:
+def judge(m: Measurement, q: dict[str, Any], ctx: Context, checks: ChecksArg = None) -> Verdict:
     """Judge one ``dns_query``/``resolve`` observation. An ``ok`` result means
     "DNS is consistent"; composed probes then look at the later stages."""
     cqs = control_queries(m, q)
-    control_addrs = {a for c in cqs for r in responses(c) for a in r.get("addresses") or []}
-    found = _fingerprint_verdict(m, q, control_addrs)
+    control_addrs = {a for c in cqs for r in responses(c) for a in r.get("addresses") or ()}
+    rs = responses(q)
+    found = _fingerprint_verdict(m, q, control_addrs, rs)
     if found:
         return found
     if _to_no_dns_server(m):
         return _no_dns_server_verdict(q)
     if m.control_state != "present":
-        return inconclusive(E.sentence(f"{E.name(q)}: {q.get('failure') or E.addresses(first_addresses(q))}",
+        return inconclusive(E.sentence(f"{E.name(q)}: {q.get('failure') or E.addresses(first_addresses(q, rs))}",
                                        m.control_note()))
     if not cqs:
-        return inconclusive(E.sentence(f"{E.name(q)}: {q.get('failure') or E.addresses(first_addresses(q))}",
+        return inconclusive(E.sentence(f"{E.name(q)}: {q.get('failure') or E.addresses(first_addresses(q, rs))}",
                                        "the control did not look the name up"))
     c_ok = [c for c in cqs if not c.get("failure") and first_addresses(c)]
-    c_desc = "; ".join(E.outcome(c, control=True) + (f" ({E.addresses(first_addresses(c))})" if c_ok else "")
-                       for c in cqs[:2])
 
-    race = _race(q)
+    race = _race(q, rs)
     if race:
         return blocked("dns.injection", STRONG, E.sentence(
-            f"{E.name(q)} got {len(responses(q))} responses with different answers for one query: " + race,
-            "an on-path injector answers first and the real answer arrives later", c_desc))
+            f"{E.name(q)} got {len(rs)} responses with different answers for one query: " + race,
+            "an on-path injector answers first and the real answer arrives later", _control_desc(cqs, c_ok)))
 
     failure = q.get("failure")
     if failure:
-        return _judge_failure(m, q, failure, cqs, c_ok, c_desc, ctx)
+        return _judge_failure(m, q, failure, cqs, c_ok, _control_desc(cqs, c_ok), ctx)
 
-    addrs = first_addresses(q)
+    addrs = first_addresses(q, rs)
     if not addrs:
-        return inconclusive(E.sentence(f"{E.name(q)} succeeded with no addresses", c_desc))
+        return inconclusive(E.sentence(f"{E.name(q)} succeeded with no addresses", _control_desc(cqs, c_ok)))
     if c_ok:
         if any(is_bogon(a) for a in addrs) and not any(is_bogon(a) for a in control_addrs):
             bad = [a for a in addrs if is_bogon(a)]
@@ -166,9 +179,16 @@ def judge(m: Measurement, q: dict[str, Any], ctx: Context, checks: Checks | None
     return _differing(m, q, addrs, control_addrs, checks, ctx)
 
 
-def _race(q: dict[str, Any]) -> str | None:
-    """A description of differing responses to one query, or None."""
-    rs = responses(q)
+def _control_desc(cqs: list[dict[str, Any]], c_ok: list[dict[str, Any]]) -> str:
+    """The control's lookups, as evidence (made only where a verdict shows it)."""
+    return "; ".join(E.outcome(c, control=True) + (f" ({E.addresses(first_addresses(c))})" if c_ok else "")
+                     for c in cqs[:2])
+
+
+def _race(q: dict[str, Any], rs: list[dict[str, Any]] | None = None) -> str | None:
+    """A description of differing responses to one query, or None (``rs``: ``responses(q)``)."""
+    if rs is None:
+        rs = responses(q)
     if len(rs) < 2:
         return None
     sets = {(r.get("rcode"), frozenset(r.get("addresses") or [])) for r in rs}
@@ -241,7 +261,9 @@ def _answered_only_inside(m: Measurement, q: dict[str, Any], cqs: list[dict[str,
 
 
 def _differing(m: Measurement, q: dict[str, Any], addrs: list[str], control_addrs: set[str],
-               checks: Checks | None, ctx: Context) -> Verdict:
+               checks: ChecksArg, ctx: Context) -> Verdict:
+    if callable(checks):
+        checks = checks()
     name = q.get("query_name") or m.host
     good = [(a, checks[a][1]) for a in addrs if checks and a in checks and checks[a][0]]
     good += [(a, why) for a in addrs if (why := ctx.validated(name, a)) and a not in dict(good)]
@@ -268,5 +290,9 @@ def rule(m: Measurement, ctx: Context) -> Verdict:
 
 def pick(vs: list[Verdict]) -> Verdict:
     """The verdict that says most: blocked > inconclusive > down > ok, then by confidence."""
-    order = {"blocked": 3, "inconclusive": 2, "down": 1, "ok": 0}
-    return max(vs, key=lambda v: (order[v.verdict], v.confidence))
+    if len(vs) == 1:
+        return vs[0]
+    return max(vs, key=lambda v: (_ORDER[v.verdict], v.confidence))
+
+
+_ORDER = {"blocked": 3, "inconclusive": 2, "down": 1, "ok": 0}

@@ -24,7 +24,7 @@ from censorscope.analysis.verdicts.combine import (
     groups,
 )
 from censorscope.analysis.verdicts.context import Context
-from censorscope.analysis.verdicts.core import RULES_VERSION, Measurement, Verdict, inconclusive
+from censorscope.analysis.verdicts.core import BLOCKED, RULES_VERSION, Measurement, Verdict, inconclusive
 from censorscope.analysis.verdicts.load import LoadReport, iter_records
 
 if TYPE_CHECKING:
@@ -120,9 +120,13 @@ def _judge_batch(records: Iterable[dict[str, Any]]) -> list[tuple[Measurement, V
     ctx = Context(ms)
     tracker = ResidualTracker()
     single = {id(m): _judge_one(m, ctx) for m in ms}
-    for m in sorted(ms, key=lambda x: event_time(x, single[id(x)]) or 0.0):
+    # The tracker passes every verdict but "blocked" through unchanged and remembers nothing about
+    # it, so only the blocked ones need checking, in the same (stable) time order as all of them.
+    suspects = [m for m in ms if single[id(m)].verdict == BLOCKED]
+    for m in sorted(suspects, key=lambda x: event_time(x, single[id(x)]) or 0.0):
         single[id(m)] = tracker.check(m, single[id(m)])
-    return [(group[0], combine_attempts(group, [single[id(m)] for m in group])) for group in groups(ms)]
+    return [(group[0], combine_attempts(group, [single[id(m)] for m in group]) if len(group) > 1
+             else single[id(group[0])]) for group in groups(ms)]
 
 
 def verdict_for(measurement: dict[str, Any], related: Iterable[dict[str, Any]] = ()) -> Verdict:

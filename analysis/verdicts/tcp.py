@@ -48,7 +48,7 @@ def control_connects(m: Measurement, conn: dict[str, Any], *, any_address: bool 
     same = find_control(m, "connect", address=address_of(conn))
     if same or not any_address:
         return same
-    return m.control_ops("connect")
+    return list(m.control_ops_view("connect"))
 
 
 def judge_connect(m: Measurement, conn: dict[str, Any], *, any_address: bool = False) -> Verdict:

@@ -48,14 +48,18 @@ def _issuer(hs: dict[str, Any]) -> str | None:
 
 def control_handshakes(m: Measurement, hs: dict[str, Any]) -> list[dict[str, Any]]:
     """Control handshakes with the same SNI (same address first)."""
-    same_sni = [c for c in m.control_ops("tls_handshake") if c.get("server_name") == hs.get("server_name")]
-    same_addr = [c for c in same_sni if address_of(c) == address_of(hs)]
+    sni = hs.get("server_name")
+    same_sni = [c for c in m.control_ops_view("tls_handshake") if c.get("server_name") == sni]
+    if not same_sni:
+        return same_sni
+    addr = address_of(hs)
+    same_addr = [c for c in same_sni if address_of(c) == addr]
     return same_addr or same_sni
 
 
 def innocuous_success(m: Measurement, hs: dict[str, Any]) -> dict[str, Any] | None:
     """A successful handshake of this measurement to the same address with another SNI."""
-    for o in m.ops("tls_handshake"):
+    for o in m.ops_view("tls_handshake"):
         if (o is not hs and not o.get("failure") and address_of(o) == address_of(hs)
                 and o.get("server_name") != hs.get("server_name")):
             return o

@@ -23,7 +23,7 @@ from censorscope.analysis.verdicts.http import (
     judge_round_trip,
 )
 from censorscope.analysis.verdicts.tcp import judge_connect
-from censorscope.analysis.verdicts.tls import judge_handshake
+from censorscope.analysis.verdicts.tls import control_handshakes, judge_handshake
 
 
 def _children(m: Measurement, parent: dict[str, Any]) -> list[dict[str, Any]]:
@@ -33,8 +33,8 @@ def _children(m: Measurement, parent: dict[str, Any]) -> list[dict[str, Any]]:
 def address_checks(m: Measurement) -> dns.Checks:
     """For each address the measurement connected to: is it consistent with the name?"""
     checks: dns.Checks = {}
-    c_leaves = {leaf_sha256(c) for c in m.control_ops("tls_handshake") if not c.get("failure")} - {None}
-    for conn in m.ops("connect"):
+    c_leaves = {leaf_sha256(c) for c in m.control_ops_view("tls_handshake") if not c.get("failure")} - {None}
+    for conn in m.ops_view("connect"):
         ip = ip_of(address_of(conn))
         if not ip or conn.get("failure") or ip in checks:
             continue
@@ -62,13 +62,21 @@ def address_checks(m: Measurement) -> dns.Checks:
 
 def rule(m: Measurement, ctx: Context) -> Verdict:
     """Judge a ``web`` measurement stage by stage (see the module docstring)."""
-    rts = m.ops("http_round_trip")
+    rts = m.ops_view("http_round_trip")
     for rt in rts:
         bp = blockpage_verdict(rt)
         if bp:
             return bp
-    checks = address_checks(m)
-    dns_vs = [dns.judge(m, q, ctx, checks) for q in m.ops("dns_query") + m.ops("resolve")]
+    made: list[dns.Checks] = []
+
+    def checks() -> dns.Checks:
+        # only a DNS answer that differs from the control's needs them: made on first use, once
+        if not made:
+            made.append(address_checks(m))
+        return made[0]
+
+    qs = m.ops_view("dns_query") + m.ops_view("resolve")
+    dns_vs = [dns.judge(m, q, ctx, checks) for q in qs]
     dns_v = dns.pick(dns_vs) if dns_vs else None
     if dns_v and dns_v.verdict == "blocked":
         return dns_v
@@ -76,11 +84,11 @@ def rule(m: Measurement, ctx: Context) -> Verdict:
         return inconclusive(E.sentence(_summary(m), m.control_note()), 0.2)
     if dns_v and dns_v.verdict == "down":
         return dns_v
-    if dns_v and not any(o.get("operation") in ("connect", "http_round_trip") for o in m.observations):
+    conns = m.ops_view("connect")
+    if dns_v and not (conns or rts):
         return dns_v  # DNS failed and nothing else was tried
     dns_doubt = dns_v is not None and dns_v.verdict == "inconclusive"
 
-    conns = m.ops("connect")
     if conns and all(c.get("failure") for c in conns):
         vs = [judge_connect(m, c, any_address=True) for c in conns]
         v = _spanning(max(vs, key=lambda x: (x.verdict == "blocked", x.confidence)), vs)
@@ -88,13 +96,19 @@ def rule(m: Measurement, ctx: Context) -> Verdict:
             return inconclusive(E.sentence(v.evidence, "but the DNS answers were already doubtful: "
                                            + dns_v.evidence), 0.5)  # type: ignore[union-attr]
         return v
-    hss = [h for h in m.ops("tls_handshake") if h.get("server_name") in (m.host, None)]
+    host = m.host
+    hss = [h for h in m.ops_view("tls_handshake") if h.get("server_name") in (host, None)]
     if hss and all(h.get("failure") for h in hss):
-        return _spanning(judge_handshake(m, hss[-1]), [judge_handshake(m, h) for h in hss])
-    bad_cert = [judge_handshake(m, h) for h in hss if not h.get("failure")]
-    mitm = [v for v in bad_cert if v.verdict == "blocked"]
-    if mitm and not any(v.verdict == "ok" for v in bad_cert):
-        return mitm[0]
+        vs = [judge_handshake(m, h) for h in hss]
+        return _spanning(vs[-1], vs)
+    # The control is present here, so judge_handshake calls a successful handshake whose certificate
+    # verifies for its name, with a control handshake to compare, ok; one such ok outweighs any
+    # interception verdict, so the handshakes need judging only when there is none.
+    if not any(not h.get("failure") and verified_for_name(h) and control_handshakes(m, h) for h in hss):
+        bad_cert = [judge_handshake(m, h) for h in hss if not h.get("failure")]
+        mitm = [v for v in bad_cert if v.verdict == "blocked"]
+        if mitm and not any(v.verdict == "ok" for v in bad_cert):
+            return mitm[0]
     if rts:
         v = judge_round_trip(m, rts[-1])
         if v.verdict != "ok":
@@ -114,7 +128,10 @@ def _spanning(v: Verdict, vs: list[Verdict]) -> Verdict:
         return v
     times = [x.at for x in same if x.at is not None]
     eps = tuple(dict.fromkeys([*v.endpoints, *(x.endpoint for x in same)]))  # type: ignore[misc]
-    return replace(v, endpoints=eps, at=min(times) if times else v.at)
+    at = min(times) if times else v.at
+    if eps == v.endpoints and at == v.at and type(at) is type(v.at):
+        return v  # one endpoint, one time: already what replace() would make
+    return replace(v, endpoints=eps, at=at)
 
 
 def _summary(m: Measurement) -> str:
