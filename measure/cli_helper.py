@@ -29,7 +29,11 @@ def _bind(listen: str) -> socket.socket:
         ip = ipaddress.ip_address(host)
     except ValueError as e:
         raise click.BadParameter(f"expected IP:PORT or [IPv6]:PORT, got {listen!r} ({e})", param_hint="--listen") from None
-    sock = socket.socket(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only when the socket says
+    # TCP; without it a response's head and body (two writes) meet Nagle and the client's delayed
+    # ACK, ~40 ms per request on a kept-alive connection (43 ms -> 0.5 ms measured on loopback)
+    sock = socket.socket(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, socket.SOCK_STREAM,
+                         socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((str(ip), port))

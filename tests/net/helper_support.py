@@ -9,6 +9,7 @@ import time
 
 import uvicorn
 
+from censorscope.measure.cli_helper import _bind
 from censorscope.measure.helper import HelperConfig, create_app
 
 
@@ -17,8 +18,7 @@ class HelperThread:
 
     def __init__(self, config: HelperConfig) -> None:
         self.config = config
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock = _bind("127.0.0.1:0")  # the listener `censorscope helper serve` makes
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         uv = uvicorn.Config(create_app(config), log_config=None, log_level="warning", access_log=False,
                             lifespan="off", proxy_headers=False)
