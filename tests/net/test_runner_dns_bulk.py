@@ -89,3 +89,39 @@ def test_other_transports_and_controls_use_the_per_target_path(tmp_path, resolve
             return None
 
     assert bulk_dns_options(Runner(c, "r", control=Control())) is None
+
+
+@pytest.mark.parametrize("start", [1764355555.123456, 1764355555.9999996, 1e9, 1764355599.0000004, 1764355600.5])
+def test_bulk_envelope_is_the_runners(tmp_path, resolver, start):
+    """The bulk path's cheaper envelope equals Runner.envelope (records.build_measurement) but for the id's random part."""
+    from censorscope.measure.runner import Runner, Unit
+
+    c = _campaign(tmp_path, resolver, n=1).override(name="camp", cc="ZZ", asn="AS64500", network="lab net")
+    runner = Runner(c, "run-1")
+    envelopes = runner_bulk._Envelopes(runner, resolver.address)
+    unit = Unit("dns", "s1.example", 2, resolver.address, "http://s1.example/", "NEWS")
+    observations = [{"id": 1}]
+    for _ in range(3):  # the per-second cache and the random pool are reused
+        ours = envelopes.build(unit, observations, start, 0.1234567, {"url": unit.url})
+        theirs = runner.envelope(unit, observations, start, 0.1234567, annotations={"url": unit.url})
+        assert list(ours) == list(theirs)
+        assert ours["measurement_id"].rpartition("_")[0] == theirs["measurement_id"].rpartition("_")[0]
+        assert len(ours["measurement_id"].rpartition("_")[2]) == 16
+        ours.pop("measurement_id")
+        theirs.pop("measurement_id")
+        assert ours == theirs
+    ids = {envelopes.build(unit, observations, start, 0.1, {})["measurement_id"] for _ in range(2000)}
+    assert len(ids) == 2000  # fresh random bits every time, across pool refills
+
+
+def test_reported_as_is_normalize_name():
+    from censorscope.probes.dns import normalize_name
+    from censorscope.probes.errors import InvalidTarget
+
+    for target in ("s1.example", "xn--bcher-kva.example", "bücher.example", " pad.example ", "dot.example.", "a..b",
+                   ""):
+        try:
+            expected = normalize_name(target)
+        except InvalidTarget:
+            expected = target
+        assert runner_bulk._reported_as(target) == expected
