@@ -9,7 +9,7 @@ import threading
 
 import pytest
 from vpn_certs import make_pki
-from vpn_support import free_port, op, run_probe
+from vpn_support import free_port, op, run_probe, serve_each
 
 from censorscope.probes import quic as quic_probe
 from censorscope.probes.net import Net
@@ -23,19 +23,11 @@ def _tls_over_tcp(pki: dict, srv: socket.socket) -> None:
     ctx.load_cert_chain(pki["server_cert"], pki["server_key"])
     ctx.set_alpn_protocols(["h2", "http/1.1"])
 
-    def serve() -> None:
-        while True:
-            try:
-                c, _ = srv.accept()
-            except OSError:
-                return
-            try:
-                with ctx.wrap_socket(c, server_side=True) as s:
-                    s.recv(1)
-            except OSError:
-                pass
+    def handshake(c: socket.socket) -> None:
+        with ctx.wrap_socket(c, server_side=True) as s:
+            s.recv(1)
 
-    threading.Thread(target=serve, daemon=True).start()
+    serve_each(srv, handshake)
 
 
 def _port_with_tls_over_tcp(pki: dict) -> tuple[int, socket.socket]:

@@ -56,17 +56,22 @@ def serving_peer(script: Callable[[socket.socket], None]) -> tuple[int, socket.s
     """Like ``scripted_peer``, but ``script`` runs on *every* connection (a thread each) until the
     caller closes the listener."""
     srv = _listener()
+    serve_each(srv, script)
+    return srv.getsockname()[1], srv
 
+
+def serve_each(listener: socket.socket, script: Callable[[socket.socket], None]) -> None:
+    """Run ``script`` on every connection ``listener`` accepts (a thread each) until it is closed;
+    each connection is closed after its script, errors (the client went away) end it quietly."""
     def serve() -> None:
         while True:
             try:
-                c, _ = srv.accept()
+                c, _ = listener.accept()
             except OSError:
                 return
             threading.Thread(target=_run_script, args=(script, c), daemon=True).start()
 
     threading.Thread(target=serve, daemon=True).start()
-    return srv.getsockname()[1], srv
 
 
 def _listener() -> socket.socket:
