@@ -26,9 +26,11 @@ blocks while the parent is behind on results (back-pressure). If anything
 fails in the parent (``on_result`` raising, cancellation), the worker is
 killed; if the worker dies, the parent raises ``RuntimeError``.
 
-The worker ignores SIGINT (the parent decides when to stop), freezes the
-objects it inherited (no finaliser of the parent's objects, such as a
-buffered file, ever runs in it) and leaves with ``os._exit``.
+The worker ignores SIGINT (the parent decides when to stop), closes every
+inherited file descriptor but its socket, freezes the objects it inherited
+(no finaliser of the parent's objects, such as a buffered file, ever runs in
+it) and leaves with ``os._exit``. It stops when the parent goes away (end of
+file on its socket).
 """
 
 from __future__ import annotations
@@ -152,6 +154,11 @@ def _worker(sock: socket.socket, resolver: str, qtypes: tuple[str, ...], hold_wi
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(ValueError):
         signal.set_wakeup_fd(-1)  # the parent's event loop owns the inherited wake-up socket
+    # Only the socket to the parent stays open: no inherited file (the run's JSONL file and its lock,
+    # the parent's event loop) outlives the parent because of this process.
+    fd = sock.fileno()
+    os.closerange(3, fd)
+    os.closerange(fd + 1, _max_fd())
     sock.setblocking(True)
     try:
         asyncio.run(_worker_main(sock, resolver, qtypes, hold_window, timeout, concurrency))
@@ -159,6 +166,13 @@ def _worker(sock: socket.socket, resolver: str, qtypes: tuple[str, ...], hold_wi
         with contextlib.suppress(OSError):
             sock.sendall(_frame(("error", traceback.format_exc(limit=8))))
         raise
+
+
+def _max_fd() -> int:
+    try:
+        return min(os.sysconf("SC_OPEN_MAX"), 1 << 20)
+    except (OSError, ValueError):
+        return 65536
 
 
 async def _worker_main(sock: socket.socket, resolver: str, qtypes: tuple[str, ...], hold_window: float,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -293,3 +294,48 @@ def test_gc_runs_less_often_during_a_run_and_is_restored():
         assert len(asyncio.run(nested())) == 2
     assert gc.get_threshold() == before
     assert seen and all(t[0] == max(before[0], dns_bulk.GC_THRESHOLD0) for t in seen)
+
+
+def test_a_failing_or_dying_worker_is_an_error_and_leaves_no_process(monkeypatch):
+    from censorscope.measure import dns_bulk_worker
+
+    before = children()
+    with UDPServer(lambda q: [(0, answer(q, REAL), "server")]) as server:
+        def broken(self):
+            raise ValueError("engine bug")
+
+        with monkeypatch.context() as m:
+            m.setattr(dns_bulk._Engine, "_fill", broken)
+            with pytest.raises(RuntimeError, match="(?s)worker failed.*engine bug"):
+                bulk(["a.example"], server.address, hold_window=0.05, worker=True)
+        with monkeypatch.context() as m:
+            m.setattr(dns_bulk_worker, "_worker_main", lambda *a: os._exit(3))
+            with pytest.raises(RuntimeError, match="exited unexpectedly"):
+                bulk(["a.example"], server.address, hold_window=0.05, worker=True)
+        stats, results = bulk(["a.example"], server.address, hold_window=0.05, worker=True)  # and all is well again
+    assert list(results) == ["a.example"] and children() == before
+
+
+def test_the_worker_keeps_no_inherited_file_open(tmp_path):
+    """The run's output file (and its lock) is closed in the worker: only the parent holds it."""
+    path = tmp_path / "out.jsonl"
+    seen = []
+    def behaviour(q):  # the second name's answer comes late: the worker is still alive for the first result
+        return [(0.6 if str(q.question[0].name).startswith("late") else 0, answer(q, REAL), "server")]
+
+    with open(path, "wb") as out, UDPServer(behaviour) as server:
+        target = os.readlink(f"/proc/self/fd/{out.fileno()}")
+
+        def on_result(name, observations, start, runtime):
+            for pid in children():
+                try:
+                    fds = os.listdir(f"/proc/{pid}/fd")
+                except OSError:
+                    continue
+                for fd in fds:
+                    with contextlib.suppress(OSError):
+                        seen.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+
+        asyncio.run(resolve_many(["a.example", "late.example"], server.address, hold_window=0.05,
+                                 on_result=on_result, worker=True))
+    assert seen and target not in seen
