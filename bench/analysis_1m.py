@@ -1,6 +1,6 @@
 """Benchmark: load + verdicts + daily aggregation of N measurements vs DuckDB's raw read_json.
 
-Usage: python bench/analysis_1m.py [--n 1000000] [--workers 2] [--keep FILE]
+Usage: python bench/analysis_1m.py [--n 1000000] [--workers 2] [--keep FILE] [--repeat 1]
 
 Generates N synthetic web measurements (a mix of ok, DNS-injected, reset,
 blackholed and down targets over 30 days, with controls) into one JSONL
@@ -11,8 +11,12 @@ file, then times, in the same run:
 - censorscope: ``load``-equivalent parsing + ``verdicts`` + ``blocking_matrix``
   by day, with ``--workers`` processes over byte ranges of the file.
 
-Prints both times, their ratio (censorscope / DuckDB; the goal is <= 2) and
-the peak RSS of each side (measured in separate child processes).
+Prints both times, their ratio (censorscope / DuckDB; the goal is <= 2), the
+CPU seconds each side used (user + system, all threads and worker processes:
+less sensitive than wall time to other load on a shared machine) and the peak
+RSS of each side (measured in separate child processes). ``--repeat K`` runs
+the pair K times, alternating, and prints every ratio and the median; the load
+average is printed before and after.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import gc
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -169,9 +174,10 @@ def _child(which: str, path: Path, workers: int) -> dict:
             f"import analysis_1m as b; from pathlib import Path; "
             f"r = b.run_duckdb(Path({str(path)!r})) if {which!r} == 'duckdb' else "
             f"b.run_censorscope(Path({str(path)!r}), {workers})[0]; "
-            "rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
-            "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
-            "print(json.dumps({'seconds': r, 'peak_rss_mb': rss / 1024}))")
+            "me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN); "
+            "rss = max(me.ru_maxrss, kids.ru_maxrss); "
+            "cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime; "
+            "print(json.dumps({'seconds': r, 'peak_rss_mb': rss / 1024, 'cpu_seconds': cpu}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -181,6 +187,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--keep", type=Path, help="Reuse/keep the generated file here.")
+    ap.add_argument("--repeat", type=int, default=1, help="Run the DuckDB/censorscope pair this many times.")
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory()
     path = args.keep or Path(tmp.name) / "bench.jsonl"
@@ -189,13 +196,29 @@ def main() -> None:
         generate(path, args.n)
         print(f"generated {args.n} measurements ({path.stat().st_size / 1e6:.0f} MB) in "
               f"{time.perf_counter() - t0:.1f} s")
-    duck = _child("duckdb", path, args.workers)
-    ours = _child("censorscope", path, args.workers)
-    print(f"duckdb read_json:                 {duck['seconds']:.1f} s, peak RSS {duck['peak_rss_mb']:.0f} MB")
-    print(f"censorscope load+verdicts+daily:  {ours['seconds']:.1f} s, peak RSS per process "
-          f"{ours['peak_rss_mb']:.0f} MB ({args.workers} workers)")
-    print(f"ratio censorscope/duckdb = {ours['seconds'] / duck['seconds']:.2f}  (goal <= 2.0)")
+    print(f"load average before: {_load()}")
+    ratios = []
+    for k in range(args.repeat):
+        duck = _child("duckdb", path, args.workers)
+        ours = _child("censorscope", path, args.workers)
+        ratios.append(ours["seconds"] / duck["seconds"])
+        tag = f"run {k + 1}/{args.repeat}: " if args.repeat > 1 else ""
+        print(f"{tag}duckdb read_json:                 {duck['seconds']:.1f} s ({duck['cpu_seconds']:.1f} s CPU), "
+              f"peak RSS {duck['peak_rss_mb']:.0f} MB")
+        print(f"{tag}censorscope load+verdicts+daily:  {ours['seconds']:.1f} s ({ours['cpu_seconds']:.1f} s CPU), "
+              f"peak RSS per process {ours['peak_rss_mb']:.0f} MB ({args.workers} workers)")
+        print(f"{tag}ratio censorscope/duckdb = {ratios[-1]:.2f}  (goal <= 2.0); CPU ratio "
+              f"{ours['cpu_seconds'] / duck['cpu_seconds']:.2f}")
+    if args.repeat > 1:
+        print(f"ratios {', '.join(f'{r:.2f}' for r in ratios)}; median {statistics.median(ratios):.2f}")
+    print(f"load average after: {_load()}")
 
+
+def _load() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
 
 if __name__ == "__main__":
     main()

@@ -60,8 +60,11 @@ class Context:
             ip = ip_of(address_of(hs))
             if not ip:
                 continue
+            known = self._validated.get(name)
+            if known is not None and ip in known:
+                continue  # the first measurement that showed it is the one named
             if verified_for_name(hs):
-                self._validated[name].setdefault(ip, f"{m.probe} measurement {m.id}: certificate valid for {name}")
+                self._validated[name][ip] = f"{m.probe} measurement {m.id}: certificate valid for {name}"
                 continue
             leaf = leaf_sha256(hs)
             if not leaf:
@@ -73,8 +76,7 @@ class Context:
                     if c_leaf and not c.get("failure"):
                         control_leaves[str(c.get("server_name") or "").lower()].add(c_leaf)
             if leaf in control_leaves.get(name, set()):
-                self._validated[name].setdefault(
-                    ip, f"{m.probe} measurement {m.id}: same certificate as the control for {name}")
+                self._validated[name][ip] = f"{m.probe} measurement {m.id}: same certificate as the control for {name}"
 
     def resolver_answers_others(self, m: Measurement, resolver: str | None, name: str | None) -> int:
         """How many other names the same resolver answered for the same vantage in this batch."""

@@ -56,5 +56,5 @@ def addresses(addrs: list[str], limit: int = 4) -> str:
 
 def sentence(*parts: str) -> str:
     """Join phrases into one sentence ending with a full stop."""
-    text = "; ".join(p.strip().rstrip(".") for p in parts if p and p.strip())
+    text = "; ".join([p.strip().rstrip(".") for p in parts if p and p.strip()])
     return text + "." if text else ""
