@@ -8,8 +8,11 @@ serving a generated zone with ``--names`` distinct names (``rrl-ratelimit:
 rounds of dnsperf and of ``censorscope.measure.dns_bulk.resolve_many``, each
 sending every name once (one A query per name). censorscope records every
 response: each name's observation dicts are written as one JSONL line
-(orjson, buffered), and the run is checked for completeness. Prints the
-medians and the figure ``ratio censorscope/dnsperf``.
+(orjson, buffered) while the run is timed; afterwards (untimed) the file is
+read back and checked: every name once, as many responses on disk as the
+engine received. Prints the medians and the figure ``ratio censorscope/dnsperf``,
+with the CPU time per query of this process and of the engine's worker
+process (``resolve_many(worker=...)``, ``--worker``).
 
 Reference on this kind of machine (PERF-NOTES.md): dnsperf ~97k qps; a tuned
 asyncio engine 31-64k qps. Traffic goes to loopback only.
@@ -117,7 +120,6 @@ def run_dnsperf(ip: str, port: int, query_file: Path, outstanding: int) -> float
 def run_censorscope(
     ip: str, port: int, names: list[str], hold: float, concurrency: int, out_path: Path, worker: bool | None = None,
 ) -> tuple[float, dict[str, int]]:
-    counts = {"names": 0, "responses": 0, "answered": 0}
     cpu0 = time.process_time()
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(out_path, "wb", buffering=1 << 20) as out:
@@ -128,21 +130,36 @@ def run_censorscope(
         def on_result(name: str, observations: list[dict], start: float, runtime: float) -> None:
             write(dumps({"input": name, "start": start, "runtime": runtime, "observations": observations},
                         option=newline))
-            counts["names"] += 1
-            for o in observations:
-                counts["responses"] += len(o["responses"])
-                counts["answered"] += o["failure"] is None
 
         stats = asyncio.run(resolve_many(
             names, f"{ip}:{port}", hold_window=hold, timeout=5.0, concurrency=concurrency, on_result=on_result,
             worker=worker))
+    cpu = time.process_time() - cpu0
     children1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the engine's worker process, if any
-    worker = children1.ru_utime + children1.ru_stime - children0.ru_utime - children0.ru_stime
-    counts["cpu_us"] = round((time.process_time() - cpu0) / max(stats.queries, 1) * 1e6, 1)
-    counts["worker_cpu_us"] = round(worker / max(stats.queries, 1) * 1e6, 1)
+    worker_cpu = children1.ru_utime + children1.ru_stime - children0.ru_utime - children0.ru_stime
+    counts = check_output(out_path, names)
+    counts["cpu_us"] = round(cpu / max(stats.queries, 1) * 1e6, 1)
+    counts["worker_cpu_us"] = round(worker_cpu / max(stats.queries, 1) * 1e6, 1)
     counts["timeouts"] = stats.timeouts
     counts["unmatched"] = stats.unmatched
+    counts["engine_responses"] = stats.responses
     return stats.qps, counts
+
+
+def check_output(path: Path, names: list[str]) -> dict[str, int]:
+    """Read the stored lines back (after the timed run): names, responses and answered queries on disk."""
+    counts = {"names": 0, "responses": 0, "answered": 0, "missing": 0}
+    seen = set()
+    with open(path, "rb") as f:
+        for line in f:
+            m = orjson.loads(line)
+            seen.add(m["input"])
+            counts["names"] += 1
+            for o in m["observations"]:
+                counts["responses"] += len(o["responses"])
+                counts["answered"] += o["failure"] is None
+    counts["missing"] = len(set(names) - seen)
+    return counts
 
 
 def main() -> int:
@@ -185,12 +202,13 @@ def main() -> int:
                                           {"auto": None, "yes": True, "no": False}[args.worker])
             ours.append(qps)
             size = os.path.getsize(tmp / "out.jsonl")
-            print(f"round {r + 1}: dnsperf {theirs[-1]:,.0f} qps, censorscope {qps:,.0f} qps "
+            print(f"round {r + 1}: ratio {qps / theirs[-1]:.2f}, load average {os.getloadavg()[0]:.2f}; "
+                  f"dnsperf {theirs[-1]:,.0f} qps, censorscope {qps:,.0f} qps "
                   f"({counts['names']} names, {counts['responses']} responses recorded, {counts['answered']} "
                   f"answered, {counts['timeouts']} timeouts, {counts['unmatched']} unmatched, {size >> 20} MiB JSONL, "
                   f"{counts['cpu_us']} + {counts['worker_cpu_us']} µs CPU per query in this process + the worker)")
-            if counts["names"] != len(names):
-                print("  ERROR: not every name was reported", file=sys.stderr)
+            if counts["names"] != len(names) or counts["missing"] or counts["responses"] != counts["engine_responses"]:
+                print("  ERROR: not every name or response is on disk", file=sys.stderr)
                 return 1
         a, b = statistics.median(ours), statistics.median(theirs)
         print(f"median: censorscope {a:,.0f} qps, dnsperf {b:,.0f} qps")
