@@ -63,10 +63,27 @@ def followup_wait(sc: Scenario) -> float:
     the whole box (uncapped) plus a margin, so no box a trigger of the campaign opened is still open."""
     d = residual_duration(sc)
     return d + 3.0 if d else SPACING
-#: per-operation timeout given to probes in the lab (above the slow-server scenario's 3 s delay, with margin
-#: for a loaded machine)
+
+
+#: timeout given to the probes measured with ``censorscope probe`` and to every campaigned probe not in
+#: ``STEP_TIMEOUT_PROBES`` (e.g. ``http``, whose timeout bounds the whole measurement: above the
+#: slow-server scenario's 3 s delay, with margin for a loaded machine; the VPN probes)
 PROBE_TIMEOUT = 8.0
+#: campaigned probes whose ``timeout`` bounds each step (DNS query, connect, TLS handshake, response head)
+STEP_TIMEOUT_PROBES = frozenset({"dns", "tcp", "tls", "web", "throughput"})
+#: their per-step timeout in the lab. What the scenarios grade happens at once (resets, injected answers,
+#: ICMP errors) or never (blackholes), so this only sets how long a blackholed step waits; it must stay
+#: above what an honest slow step takes in the lab: an address assigned to nothing answers
+#: host_unreachable after ~3 s (ARP gives up; 3.07 s in server-down), the slowest successful
+#: connect/handshake seen under load was ~0.5 s, the latency scenario adds 0.3 s per round trip. (web's
+#: whole HTTP round trip has its own 15 s ``http_timeout``, far above the slow server's 3 s.)
+STEP_TIMEOUT = 5.0
 RUN_TIMEOUT = 1800.0
+
+
+def campaign_timeout(probe: str) -> float:
+    """The ``[run] timeout`` of a lab campaign for ``probe``."""
+    return STEP_TIMEOUT if probe in STEP_TIMEOUT_PROBES else PROBE_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -142,7 +159,7 @@ def campaign_toml(scenario: str, probe: str, list_file: Path, out: Path, control
         f'probes = ["{probe}"]',
         "concurrency = 16",
         "per_server = 4",
-        f"timeout = {PROBE_TIMEOUT}",
+        f"timeout = {campaign_timeout(probe)}",
         "seed = 1",
         f"out = {str(out)!r}",
         f'resolvers = ["{A.RESOLVER_V4}"]',
@@ -197,7 +214,7 @@ class Evaluator:
                 "--resolver", A.PUBLIC_RESOLVER_V4, "--rate", "1000", "--burst", "1000"]
         for net in LAB_NETWORKS:
             argv += ["--allow", net]
-        log = self.workdir / "helper.log"
+        log = self.workdir / f"helper-{self.topo.name}.log"  # one per lab: labs may run side by side
         p = self.topo.spawn(self._helper_key, "control", argv, log=log, env=self.env)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -364,17 +381,73 @@ def _first_ids(outs: list[Path]) -> set[str]:
     return ids
 
 
-def evaluate(scenarios: Iterable[Scenario], *, lab_name: str | None = None, workdir: Path | None = None,
-             progress: Callable[[str], None] = lambda _: None) -> list[Row]:
-    """Grade ``scenarios``. Without ``lab_name`` a private lab is built (and torn down) and switched
-    between them; with it, the running lab of that name is used as it is: it must run the one
-    scenario given."""
+#: rough seconds a censor behaviour adds to grading a scenario: steps waited out to their timeout and
+#: their re-tests (blackholes, forged DNS answers leading to a blackhole, dropped ports), transfers run to
+#: their time cap (throttling), the fet probe's own waits for residual blocking (from --all timings)
+BEHAVIOUR_COST = {"ip_blackhole": 40.0, "dns_injection": 25.0, "port_block": 20.0, "throttle": 20.0,
+                  "fet_block": 60.0}
+
+
+def estimated_cost(sc: Scenario) -> float:
+    """A rough cost of grading ``sc`` in seconds (used only to start the longest scenarios first): its
+    rows, the penalty boxes its re-tests and follow-ups wait out, what its censor's behaviours make
+    probes wait for, and the servers of its VPN probes."""
+    cost = 5.0 + len(sc.truth)
+    if residual_duration(sc):
+        cost += 4 * spacing(sc) + followup_wait(sc)
+    cost += sum(BEHAVIOUR_COST.get(str(c.get("behaviour")), 0.0) for c in sc.censor)
+    if sc.vpn:
+        cost += 10.0
+    return cost
+
+
+def _grade_in_one_lab(name: str, take: Callable[[], tuple[int, Scenario] | None], workdir: Path,
+                      progress: Callable[[str], None], done: Callable[[int, list[Row]], None]) -> None:
+    """Build lab ``name`` for the first scenario ``take()`` hands out (with its index), then switch it to
+    each next one, until ``take()`` returns None; ``done(index, rows)`` after each. The lab is always
+    torn down."""
     from censorscope.lab.lab import Lab
+
+    got = take()
+    if got is None:
+        return
+    i, sc = got
+    with Lab(name) as lab:
+        t0 = time.monotonic()
+        lab.up(sc)
+        progress(f"lab {name} up for {sc.name} in {time.monotonic() - t0:.1f} s")
+        ev = Evaluator(lab.topo, lab.env(), workdir, progress)
+        ev.start_helper()
+        try:
+            first = True
+            while got is not None:
+                i, sc = got
+                t0 = time.monotonic()
+                if not first:
+                    lab.switch(sc)
+                first = False
+                rows = ev.run_scenario(sc)
+                progress(f"{sc.name}: switched, measured and graded in {time.monotonic() - t0:.0f} s (lab {name})")
+                done(i, rows)
+                got = take()
+        finally:
+            ev.stop_helper()
+
+
+def evaluate(scenarios: Iterable[Scenario], *, lab_name: str | None = None, workdir: Path | None = None,
+             progress: Callable[[str], None] = lambda _: None, jobs: int = 1) -> list[Row]:
+    """Grade ``scenarios``. Without ``lab_name`` private labs are built (and torn down) and switched
+    between them: ``jobs`` labs side by side (each its own namespaces, servers, censor and control
+    helper), each taking the next scenario when it is done with one, longest first; the rows come back
+    in the order of ``scenarios`` whatever finished first. With ``lab_name``, the running lab of that
+    name is used as it is: it must run the one scenario given."""
     from censorscope.lab.servers import lab_env
     from censorscope.lab.topology import Topology, read_state, require_root, state_dir
 
     require_root()
     scenarios = list(scenarios)
+    if jobs < 1:
+        raise LabError(f"jobs must be at least 1, got {jobs}")
     tmp = None
     if workdir is None:
         tmp = tempfile.mkdtemp(prefix="censorscope-evaluate-")
@@ -395,22 +468,59 @@ def evaluate(scenarios: Iterable[Scenario], *, lab_name: str | None = None, work
                 return ev.run_scenario(scenarios[0])
             finally:
                 ev.stop_helper()
-        rows: list[Row] = []
-        with Lab(f"ev{os.getpid() % 100000}") as lab:
-            lab.up(scenarios[0])
-            ev = Evaluator(lab.topo, lab.env(), workdir, progress)
-            ev.start_helper()
-            for i, sc in enumerate(scenarios):
-                t0 = time.monotonic()
-                if i:
-                    lab.switch(sc)
-                rows += ev.run_scenario(sc)
-                progress(f"{sc.name}: switched, measured and graded in {time.monotonic() - t0:.0f} s")
-            ev.stop_helper()
-        return rows
+        names = [s.name for s in scenarios]
+        if jobs > 1 and len(set(names)) != len(names):
+            raise LabError(f"labs side by side need distinct scenario names (measurements are kept under "
+                           f"{workdir}/<name>): {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
+        return _evaluate_in_labs(scenarios, workdir, progress, min(jobs, len(scenarios)) or 1)
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _evaluate_in_labs(scenarios: list[Scenario], workdir: Path, progress: Callable[[str], None],
+                      jobs: int) -> list[Row]:
+    """``jobs`` private labs grading ``scenarios`` from one queue (longest first); rows in input order."""
+    import threading
+
+    base = f"ev{os.getpid() % 100000}"
+    order = list(range(len(scenarios)))
+    if jobs > 1:
+        order.sort(key=lambda i: estimated_cost(scenarios[i]), reverse=True)
+    lock = threading.Lock()
+    stop = threading.Event()
+    results: dict[int, list[Row]] = {}
+
+    def take() -> tuple[int, Scenario] | None:
+        with lock:
+            if not order or stop.is_set():
+                return None
+            i = order.pop(0)
+            return i, scenarios[i]
+
+    def done(i: int, rows: list[Row]) -> None:
+        with lock:
+            results[i] = rows
+
+    def worker(name: str) -> None:
+        try:
+            _grade_in_one_lab(name, take, workdir, progress, done)
+        except BaseException:
+            stop.set()  # the other labs finish the scenario they are on, then stop
+            raise
+
+    if jobs == 1:
+        worker(base)
+    else:
+        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="evaluate-lab") as pool:
+            futures = [pool.submit(worker, f"{base}-{k}") for k in range(jobs)]
+            try:
+                for f in futures:
+                    f.result()  # re-raises the first failure (once every lab is down)
+            except BaseException:
+                stop.set()  # e.g. Ctrl-C: no lab starts another scenario
+                raise
+    return [r for i in range(len(scenarios)) for r in results[i]]
 
 
 # --- the command ---------------------------------------------------------------------------
@@ -445,8 +555,11 @@ def totals(rows: list[Row]) -> str:
               help="Use this running lab (`lab up --name N --scenario S`) instead of building one; it grades S.")
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the campaigns, measurements and logs in this directory.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Grade scenarios in this many labs side by side (longest first). Each lab is a few "
+                   "processes mostly waiting on timeouts; 2-3 suit a 2-core machine.")
 def evaluate_command(scenario_names: tuple[str, ...], scenario_files: tuple[str, ...], all_scenarios: bool,
-                     as_json: bool, name: str | None, out: Path | None) -> None:
+                     as_json: bool, name: str | None, out: Path | None, jobs: int) -> None:
     """Grade censorscope's verdicts against the scenarios' ground truth (needs root).
 
     Runs each scenario's campaign from the client namespace with controls from
@@ -466,7 +579,9 @@ def evaluate_command(scenario_names: tuple[str, ...], scenario_files: tuple[str,
     scs = [scenario_mod.load(n) for n in names] + [scenario_mod.load_file(f) for f in scenario_files]
     if not scs:
         raise click.UsageError("give --scenario NAME, --scenario-file FILE or --all")
-    rows = evaluate(scs, lab_name=name, workdir=out,
+    if name is not None and jobs > 1:
+        raise click.UsageError("--name grades the one scenario that lab runs: --jobs needs labs of its own")
+    rows = evaluate(scs, lab_name=name, workdir=out, jobs=jobs,
                     progress=lambda msg: click.echo(msg, err=True))
     if as_json:
         for r in rows:
