@@ -42,7 +42,7 @@ METHODS = frozenset({
     "dns.blockpage", "dns.inconsistent",
     "tcp.blackhole", "tcp.reset", "tcp.reject",
     "tls.sni_reset", "tls.sni_drop", "tls.mitm",
-    "http.reset", "http.drop", "http.diff", "quic.blocked", "throttled", "fet.blocked",
+    "http.reset", "http.drop", "http.diff", "quic.blocked", "throttled",
 })
 METHOD_PATTERNS = (re.compile(r"^http\.blockpage:[A-Za-z0-9_.-]+$"), re.compile(r"^vpn\.[a-z0-9]+\.blocked(\.[a-z_]+)?$"))
 LIE_WORDS = ("nxdomain", "refused", "servfail", "sinkhole")
