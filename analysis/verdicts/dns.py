@@ -132,7 +132,7 @@ def judge(m: Measurement, q: dict[str, Any], ctx: Context, checks: ChecksArg = N
     found = _fingerprint_verdict(m, q, control_addrs, rs)
     if found:
         return found
-    if _to_no_dns_server(m):
+    if m.annotations and _to_no_dns_server(m):
         return _no_dns_server_verdict(q)
     if m.control_state != "present":
         return inconclusive(E.sentence(f"{E.name(q)}: {q.get('failure') or E.addresses(first_addresses(q, rs))}",
@@ -161,7 +161,9 @@ def judge(m: Measurement, q: dict[str, Any], ctx: Context, checks: ChecksArg = N
             return blocked("dns.bogon", 0.9, E.sentence(
                 f"{E.name(q)} answered {E.addresses(bad)} (unroutable/private)",
                 f"the control resolved {E.addresses(sorted(control_addrs))}"))
-    only_inside = _answered_only_inside(m, q, cqs, control_addrs)
+    # _answered_only_inside needs a control lookup that timed out: most have none
+    only_inside = (_answered_only_inside(m, q, cqs, control_addrs)
+                   if any(c.get("failure") == TIMEOUT for c in cqs) else None)
     if only_inside:
         return only_inside
     if not c_ok:

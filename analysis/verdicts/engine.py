@@ -62,8 +62,9 @@ def register(probe: str, rule: Rule | None = None, *, replace: bool = False) -> 
 
 
 def _judge_one(m: Measurement, ctx: Context) -> Verdict:
-    if m.record.get("annotations", {}).get("probe_error") or m.annotations.get("runner_failure"):
-        what = m.annotations.get("probe_error") or m.annotations.get("runner_failure")
+    ann = m.annotations  # the record's annotations ({} when absent or null)
+    if ann and (ann.get("probe_error") or ann.get("runner_failure")):
+        what = ann.get("probe_error") or ann.get("runner_failure")
         return inconclusive(f"The probe could not run: {what}.", 0.0)
     rule = RULES.get(m.probe)
     if rule is None:

@@ -321,3 +321,10 @@ def test_verdict_init_is_the_dataclass_contract() -> None:
         Verdict("maybe")
     with pytest.raises(ValueError):
         Verdict("blocked", None, 0.9)
+
+
+def test_null_annotations_are_no_annotations(corpus: list[dict[str, Any]]) -> None:
+    """``"annotations": null`` judges like ``{}`` (it used to raise in the engine's probe-error check)."""
+    recs = [dict(r, annotations={}) for r in corpus[:400]]
+    nulls = [dict(r, annotations=None) for r in recs]
+    assert [_key(v) for _, v in judge_batch(nulls)] == [_key(v) for _, v in judge_batch(recs)]
