@@ -102,7 +102,30 @@ def wait_ready(ip: str, port: int, name: str, deadline: float, proc: subprocess.
         sock.close()
 
 
-def run_dnsperf(ip: str, port: int, query_file: Path, outstanding: int) -> float:
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a running process and its descendants (Linux /proc;
+    nsd serves from forked children)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rpartition(")")[2].split()
+            except OSError:
+                continue
+            stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += stats.get(p, (0, 0.0))[1]
+        todo.extend(c for c, (ppid, _cpu) in stats.items() if ppid == p)
+    return total
+
+
+def run_dnsperf(ip: str, port: int, query_file: Path, outstanding: int) -> tuple[float, float]:
+    """(queries per second, CPU seconds dnsperf used)."""
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         ["dnsperf", "-s", ip, "-p", str(port), "-d", str(query_file), "-n", "1", "-l", "120",
          "-q", str(outstanding), "-t", "5"],
@@ -114,7 +137,9 @@ def run_dnsperf(ip: str, port: int, query_file: Path, outstanding: int) -> float
         raise RuntimeError("dnsperf printed no rate:\n" + out)
     if lost and int(lost.group(1)):
         print(f"  (dnsperf lost {lost.group(1)} queries)")
-    return float(qps.group(1))
+    children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = children1.ru_utime + children1.ru_stime - children0.ru_utime - children0.ru_stime
+    return float(qps.group(1)), cpu
 
 
 def run_censorscope(
@@ -139,7 +164,7 @@ def run_censorscope(
     worker_cpu = children1.ru_utime + children1.ru_stime - children0.ru_utime - children0.ru_stime
     counts = check_output(out_path, names)
     counts["cpu_us"] = round(cpu / max(stats.queries, 1) * 1e6, 1)
-    counts["worker_cpu_us"] = round(worker_cpu / max(stats.queries, 1) * 1e6, 1)
+    counts["worker_cpu_us"] = round(max(worker_cpu, 0.0) / max(stats.queries, 1) * 1e6, 1)
     counts["timeouts"] = stats.timeouts
     counts["unmatched"] = stats.unmatched
     counts["engine_responses"] = stats.responses
@@ -195,23 +220,34 @@ def main() -> int:
         wait_ready(ip, port, names[-1], time.monotonic() + 60, proc)
         print(f"nsd on {ip}:{port}, {len(names)} names; censorscope hold window {args.hold_window} s, "
               f"concurrency {args.concurrency}; dnsperf -q {args.dnsperf_outstanding}")
-        ours, theirs = [], []
+        ours, theirs, ratios = [], [], []
+        per_query = 1e6 / len(names)
         for r in range(args.rounds):
-            theirs.append(run_dnsperf(ip, port, query_file, args.dnsperf_outstanding))
+            nsd0 = process_cpu(proc.pid)
+            dnsperf_qps, dnsperf_cpu = run_dnsperf(ip, port, query_file, args.dnsperf_outstanding)
+            nsd1 = process_cpu(proc.pid)
+            theirs.append(dnsperf_qps)
             qps, counts = run_censorscope(ip, port, names, args.hold_window, args.concurrency, tmp / "out.jsonl",
                                           {"auto": None, "yes": True, "no": False}[args.worker])
+            nsd2 = process_cpu(proc.pid)
             ours.append(qps)
+            ratios.append(qps / dnsperf_qps)
             size = os.path.getsize(tmp / "out.jsonl")
             print(f"round {r + 1}: ratio {qps / theirs[-1]:.2f}, load average {os.getloadavg()[0]:.2f}; "
                   f"dnsperf {theirs[-1]:,.0f} qps, censorscope {qps:,.0f} qps "
                   f"({counts['names']} names, {counts['responses']} responses recorded, {counts['answered']} "
                   f"answered, {counts['timeouts']} timeouts, {counts['unmatched']} unmatched, {size >> 20} MiB JSONL, "
                   f"{counts['cpu_us']} + {counts['worker_cpu_us']} µs CPU per query in this process + the worker)")
+            print(f"  CPU µs per query: censorscope {counts['cpu_us'] + counts['worker_cpu_us']:.1f} + nsd "
+                  f"{(nsd2 - nsd1) * per_query:.1f}; dnsperf {dnsperf_cpu * per_query:.1f} + nsd "
+                  f"{(nsd1 - nsd0) * per_query:.1f}")
             if counts["names"] != len(names) or counts["missing"] or counts["responses"] != counts["engine_responses"]:
                 print("  ERROR: not every name or response is on disk", file=sys.stderr)
                 return 1
         a, b = statistics.median(ours), statistics.median(theirs)
         print(f"median: censorscope {a:,.0f} qps, dnsperf {b:,.0f} qps")
+        print(f"median of the per-round ratios (each pair ran back to back): {statistics.median(ratios):.2f} "
+              f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
         print(f"ratio censorscope/dnsperf: {a / b:.2f}")
         return 0
     finally:
