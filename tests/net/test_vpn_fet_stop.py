@@ -7,7 +7,7 @@ import socket
 import threading
 
 import pytest
-from vpn_support import run_probe
+from vpn_support import run_probe, serving_peer
 
 from censorscope.probes.fet import _enough
 from censorscope.probes.wire import fet as rules
@@ -26,35 +26,19 @@ def test_enough_rules():
 def _server(residual: bool) -> tuple[int, socket.socket]:
     """Echo server that stays silent on non-exempt first payloads; with ``residual``, silent on
     every connection after the first non-exempt one (the censor's 3-tuple blocking, emulated)."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(64)
     tripped = threading.Event()
 
     def handle(c: socket.socket) -> None:
-        with c:
-            c.settimeout(5)
-            try:
-                data = c.recv(65536)
-                if not rules.is_exempt(data):
-                    tripped.set()
-                if not rules.is_exempt(data) or (residual and tripped.is_set()):
-                    c.recv(1)  # hold the connection until the client gives up
-                    return
-                c.sendall(data)
-            except OSError:
-                pass
+        c.settimeout(5)
+        data = c.recv(65536)
+        if not rules.is_exempt(data):
+            tripped.set()
+        if not rules.is_exempt(data) or (residual and tripped.is_set()):
+            c.recv(1)  # hold the connection until the client gives up
+            return
+        c.sendall(data)
 
-    def serve() -> None:
-        while True:
-            try:
-                c, _ = srv.accept()
-            except OSError:
-                return
-            threading.Thread(target=handle, args=(c,), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-    return srv.getsockname()[1], srv
+    return serving_peer(handle)
 
 
 @pytest.mark.net
