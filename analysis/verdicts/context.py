@@ -35,48 +35,73 @@ def _answered_names(m: Measurement) -> list[tuple[str, str]]:
     return out
 
 
+def _collect_validated(m: Measurement, validated: dict[str, dict[str, str]]) -> None:
+    """Add the addresses ``m`` shows serve a name (a certificate valid for it, or the control's)."""
+    control_leaves: dict[str, set[str]] | None = None  # built when a handshake needs it
+    for hs in m.ops_view("tls_handshake"):
+        name = str(hs.get("server_name") or "").lower()
+        if hs.get("failure") or not name:
+            continue
+        ip = ip_of(address_of(hs))
+        if not ip:
+            continue
+        known = validated.get(name)
+        if known is not None and ip in known:
+            continue  # the first measurement that showed it is the one named
+        if verified_for_name(hs):
+            validated[name][ip] = f"{m.probe} measurement {m.id}: certificate valid for {name}"
+            continue
+        leaf = leaf_sha256(hs)
+        if not leaf:
+            continue
+        if control_leaves is None:
+            control_leaves = defaultdict(set)
+            for c in m.control_ops_view("tls_handshake"):
+                c_leaf = leaf_sha256(c)
+                if c_leaf and not c.get("failure"):
+                    control_leaves[str(c.get("server_name") or "").lower()].add(c_leaf)
+        if leaf in control_leaves.get(name, set()):
+            validated[name][ip] = f"{m.probe} measurement {m.id}: same certificate as the control for {name}"
+
+
+_Facts = tuple[dict[tuple[Any, str], set[str]], dict[str, dict[str, str]]]
+
+
 class Context:
-    """Cross-measurement facts of one batch (see the module docstring)."""
+    """Cross-measurement facts of one batch (see the module docstring).
+
+    The facts are gathered on first use: only some verdicts ask (a DNS failure,
+    an answer that differs from the control's), and a batch without them never
+    pays for the scan."""
 
     def __init__(self, measurements: list[Measurement]) -> None:
         self.measurements = measurements
         self.by_id = {m.id: m for m in measurements}
-        self._resolver_names: dict[tuple[Any, str], set[str]] = defaultdict(set)
-        self._validated: dict[str, dict[str, str]] = defaultdict(dict)
-        resolver_names = self._resolver_names
-        for m in measurements:
-            if m.ops_view("dns_query"):
-                for resolver, name in _answered_names(m):
-                    resolver_names[(m.vantage_key, resolver)].add(name)
-            if m.ops_view("tls_handshake"):
-                self._collect_validated(m)
+        self._facts: _Facts | None = None
 
-    def _collect_validated(self, m: Measurement) -> None:
-        control_leaves: dict[str, set[str]] | None = None  # built when a handshake needs it
-        for hs in m.ops_view("tls_handshake"):
-            name = str(hs.get("server_name") or "").lower()
-            if hs.get("failure") or not name:
-                continue
-            ip = ip_of(address_of(hs))
-            if not ip:
-                continue
-            known = self._validated.get(name)
-            if known is not None and ip in known:
-                continue  # the first measurement that showed it is the one named
-            if verified_for_name(hs):
-                self._validated[name][ip] = f"{m.probe} measurement {m.id}: certificate valid for {name}"
-                continue
-            leaf = leaf_sha256(hs)
-            if not leaf:
-                continue
-            if control_leaves is None:
-                control_leaves = defaultdict(set)
-                for c in m.control_ops_view("tls_handshake"):
-                    c_leaf = leaf_sha256(c)
-                    if c_leaf and not c.get("failure"):
-                        control_leaves[str(c.get("server_name") or "").lower()].add(c_leaf)
-            if leaf in control_leaves.get(name, set()):
-                self._validated[name][ip] = f"{m.probe} measurement {m.id}: same certificate as the control for {name}"
+    def _batch_facts(self) -> _Facts:
+        facts = self._facts
+        if facts is None:
+            resolver_names: dict[tuple[Any, str], set[str]] = defaultdict(set)
+            validated: dict[str, dict[str, str]] = defaultdict(dict)
+            for m in self.measurements:
+                if m.ops_view("dns_query"):
+                    for resolver, name in _answered_names(m):
+                        resolver_names[(m.vantage_key, resolver)].add(name)
+                if m.ops_view("tls_handshake"):
+                    _collect_validated(m, validated)
+            facts = self._facts = (resolver_names, validated)
+        return facts
+
+    @property
+    def _resolver_names(self) -> dict[tuple[Any, str], set[str]]:
+        """(vantage, resolver) -> the names that resolver answered in this batch."""
+        return self._batch_facts()[0]
+
+    @property
+    def _validated(self) -> dict[str, dict[str, str]]:
+        """name -> {ip: why ip is known to serve name}, over this batch."""
+        return self._batch_facts()[1]
 
     def resolver_answers_others(self, m: Measurement, resolver: str | None, name: str | None) -> int:
         """How many other names the same resolver answered for the same vantage in this batch."""

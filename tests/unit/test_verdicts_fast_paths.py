@@ -328,3 +328,21 @@ def test_null_annotations_are_no_annotations(corpus: list[dict[str, Any]]) -> No
     recs = [dict(r, annotations={}) for r in corpus[:400]]
     nulls = [dict(r, annotations=None) for r in recs]
     assert [_key(v) for _, v in judge_batch(nulls)] == [_key(v) for _, v in judge_batch(recs)]
+
+
+def test_batch_facts_gathered_only_when_asked(corpus: list[dict[str, Any]]) -> None:
+    """Judging measurements whose DNS matches the control never scans the batch; asking does, once."""
+    def ok_site(r: dict[str, Any]) -> bool:  # bench/analysis_1m.py: sites 0, 1, 2 mod 7 work
+        return int(r["input"].split("site")[1].split(".")[0]) % 7 < 3
+
+    ms = [Measurement(r) for r in corpus[:3000] if ok_site(r)][:400]
+    ctx = Context(ms)
+    for m in ms:
+        assert _judge_one(m, ctx).verdict == "ok"
+    assert ctx._facts is None
+    name = ms[0].host
+    ip = ip_of(address_of(ms[0].ops("tls_handshake")[0]))
+    assert ctx.validated(name, ip) == f"web measurement {ms[0].id}: certificate valid for {name}"
+    facts = ctx._facts
+    assert facts is not None and ctx.resolver_answers_others(ms[0], "203.0.113.10:53", "x") > 0
+    assert ctx._facts is facts
