@@ -26,9 +26,16 @@ Shape of a run::
   measuring other servers instead of queueing behind one.
 * **Failures are data**: a probe that raises ``ProbeError`` for one target
   (it could not run) yields a measurement with no observations and
-  ``annotations.probe_error``; a probe that overruns its watchdog
-  (``WATCHDOG_FACTOR`` x its timeout, at least ``WATCHDOG_MIN`` s) yields
-  ``annotations.runner_failure = "generic_timeout_error"``. Neither stops the run.
+  ``annotations.probe_error``. Neither stops the run.
+* **Watchdog** (a last resort against probe bugs, not a measurement limit):
+  a probe still running after ``WATCHDOG_FACTOR`` x its timeout (at least
+  ``WATCHDOG_MIN`` s), or after ``WORST_CASE_MARGIN`` x its own
+  ``worst_case(target, options)`` when it declares one (multi-step probes
+  legitimately run longer than a few timeouts), whichever is longest, is cut
+  off. Its measurement keeps every observation recorded until then, lists the
+  operations still in progress (``annotations.unfinished_operations``) and
+  carries ``annotations.runner_failure = "generic_timeout_error"`` and
+  ``annotations.incomplete = true``: analysis judges it inconclusive.
 
 Hook points implemented elsewhere (``ControlProvider``, ``Confirmer``) are
 Protocols below; the runner calls them when given.
@@ -61,12 +68,15 @@ from censorscope.probes import registry
 from censorscope.probes.errors import ConfigError, ProbeError, StoreError
 from censorscope.probes.failures import GENERIC_TIMEOUT
 from censorscope.probes.net import Net, split_host_port
+from censorscope.probes.observation import Recorder, watch_recorders
 
 log = logging.getLogger(__name__)
 
 SHUFFLE_WINDOW = 4096
 WATCHDOG_FACTOR = 4.0
 WATCHDOG_MIN = 30.0
+#: headroom over a probe's declared worst case (a loaded machine runs every step a little late)
+WORST_CASE_MARGIN = 1.5
 DEFAULT_PROBE_TIMEOUT = 10.0
 PARK_FACTOR = 4
 
@@ -487,24 +497,33 @@ class Runner:
             net = self._nets[unit.resolver] = self._net_factory(unit.resolver)
         ann = self.base_annotations(unit)
         ann.update(annotations)
-        timeout = float(getattr(options, "timeout", None) or DEFAULT_PROBE_TIMEOUT)
-        watchdog = max(WATCHDOG_MIN, WATCHDOG_FACTOR * timeout)
+        watchdog, worst = watchdog_for(module, unit.target, options)
         start = time.time()
         t0 = time.monotonic()
         control_task = (
             asyncio.create_task(self._control(unit.probe, unit.target, options)) if self.control else None
         )
         observations: list[dict[str, Any]] = []
+        recorders: list[Recorder] = []
+
+        async def measure() -> list[Any]:
+            watch_recorders(recorders)  # this task's context only: the probe's recorders, for a cut-off
+            return await module.measure(unit.target, net, options)
+
         try:
-            obs = await asyncio.wait_for(module.measure(unit.target, net, options), watchdog)
+            obs = await asyncio.wait_for(measure(), watchdog)
             observations = [o.to_dict() for o in obs]
         except ConfigError:
             raise  # wrong for every target (e.g. no resolver): stop the run, exit 2
         except ProbeError as e:
             ann["probe_error"] = f"{type(e).__name__}: {e}"
         except TimeoutError:
+            observations, unfinished = _partial(recorders)
             ann["runner_failure"] = GENERIC_TIMEOUT
-            ann["runner_detail"] = f"probe still running after the {watchdog:.0f} s watchdog"
+            ann["runner_detail"] = f"probe still running after the {watchdog:.0f} s watchdog" + (
+                f" (its declared worst case: {worst:.0f} s)" if worst is not None else "")
+            ann["incomplete"] = True
+            ann["unfinished_operations"] = unfinished
         except Exception as e:  # a bug in a probe: keep it visible, keep the campaign going
             log.error("probe %s crashed on %s", unit.probe, unit.target, exc_info=True)
             ann["probe_error"] = f"bug: {type(e).__name__}: {e}"
@@ -633,6 +652,33 @@ class Runner:
                 self._store(m, first=False)
         except Exception as e:  # a re-test the confirmer got wrong, or the store failed: stop loudly
             self._fatal = self._fatal or e
+
+
+def watchdog_for(module: types.ModuleType, target: str, options: Any) -> tuple[float, float | None]:
+    """Seconds a probe may run before the runner cuts it off, and its declared worst case (None: none).
+
+    ``max(WATCHDOG_MIN, WATCHDOG_FACTOR x timeout, WORST_CASE_MARGIN x worst_case(target, options))``.
+    A ``worst_case`` that raises is a bug of the probe: logged, and the rule without it applies.
+    """
+    timeout = float(getattr(options, "timeout", None) or DEFAULT_PROBE_TIMEOUT)
+    watchdog = max(WATCHDOG_MIN, WATCHDOG_FACTOR * timeout)
+    declared = getattr(module, "worst_case", None)
+    if declared is None:
+        return watchdog, None
+    try:
+        worst = float(declared(target, options))
+    except Exception:
+        log.warning("worst_case of probe %s failed on %s", getattr(module, "NAME", module.__name__), target,
+                    exc_info=True)
+        return watchdog, None
+    return max(watchdog, WORST_CASE_MARGIN * worst), worst
+
+
+def _partial(recorders: list[Recorder]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What a cut-off probe recorded: finished observations (stored form) and unfinished operations."""
+    observations = [o for rec in recorders for o in rec.to_list()]
+    unfinished = [u for rec in recorders for u in rec.unfinished()]
+    return observations, unfinished
 
 
 def unit_of(measurement: dict[str, Any]) -> Unit:

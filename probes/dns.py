@@ -352,7 +352,7 @@ async def _stream(
         if writer is not None:
             writer.close()
             try:
-                async with asyncio.timeout(1.0):
+                async with asyncio.timeout(_STREAM_CLOSE_WAIT):
                     await writer.wait_closed()
             except Exception:  # closing errors (ssl shutdown, reset) change nothing we recorded
                 pass
@@ -486,6 +486,29 @@ def describe(observation: dict[str, Any]) -> list[str]:
         lines.append(f"{e['t'] * 1000:8.1f} ms  ICMP type {e['icmp_type']} code {e['icmp_code']} from {e['source']}: "
                      f"{e['failure']}")
     return lines
+
+
+#: seconds ``_stream`` waits for a TCP/DoT connection to close
+_STREAM_CLOSE_WAIT = 1.0
+#: DoH phases httpx times out one by one (it has no deadline for the whole exchange): connect,
+#: TLS, request, response head, and one body read
+_DOH_PHASES = 5
+
+
+def worst_case(target: str, options: Options) -> float:
+    """Upper bound (s) of one measurement, for the campaign runner's watchdog.
+
+    The A and AAAA queries run at once, so one query's bound: UDP waits
+    ``timeout`` for the first response, then the hold window; TCP and DoT
+    run under one ``timeout``, then the close; DoH under httpx's per-phase
+    ``timeout`` (a server trickling a body in reads just under ``timeout``
+    each can hold it longer: that is what the watchdog is for).
+    """
+    if options.transport == "udp":
+        return options.timeout + options.hold_window
+    if options.transport == "doh":
+        return _DOH_PHASES * options.timeout
+    return options.timeout + _STREAM_CLOSE_WAIT
 
 
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:

@@ -34,8 +34,10 @@ from censorscope.probes.failures import classify
 from censorscope.probes.net import Net, split_host_port
 from censorscope.probes.observation import Observation, Recorder
 from censorscope.probes.vpn_common import (
+    CLOSE_WAIT,
     Target,
     close_writer,
+    config_or_empty,
     new_recorder,
     protocol_failure,
     target_and_config,
@@ -215,6 +217,34 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     if cfg.get("ss_password"):
         await _shadowsocks(rec, net, t, cfg, timeout)
     return rec.observations
+
+
+def worst_case(target: str, options: Options) -> float:
+    """Upper bound (s) of one measurement, for the campaign runner's watchdog.
+
+    Every connection waits out its connect (``timeout``) or its answer
+    (``read_timeout``) and the close; no early stop (a series whose failures
+    alternate never stops); the intervals, the follow-up delay and the
+    follow-ups; the Shadowsocks round trip as connect plus two silent reads
+    (a server trickling its answer in chunks just under ``timeout`` can hold
+    it longer: that is what the watchdog is for).
+    """
+    cfg = config_or_empty(target, options.config)
+    opt = {k: cfg.get(k, getattr(options, k)) for k in Options.__dataclass_fields__ if k != "config"}
+    timeout, read_timeout, interval = float(opt["timeout"]), float(opt["read_timeout"]), float(opt["interval"])
+    shadowsocks = 3 * timeout + CLOSE_WAIT if cfg.get("ss_password") else 0.0
+    if opt["shadowsocks_only"]:
+        return shadowsocks
+    try:
+        n = int(opt["attempts"]) or rules.attempts_needed(float(opt["probability"]), float(opt["confidence"]))
+    except ValueError:
+        return 0.0  # measure refuses these options
+    connection = timeout + read_timeout + CLOSE_WAIT
+    total = 2 * n * connection + max(0, n - 1) * interval
+    followups = int(opt["followups"])
+    if followups:
+        total += float(opt["followup_delay"]) + followups * (connection + interval)
+    return total + shadowsocks
 
 
 target_from_url = url_targets(NAME)

@@ -20,6 +20,7 @@ from censorscope.probes.errors import ConfigError
 from censorscope.probes.net import Net
 from censorscope.probes.observation import Observation
 from censorscope.probes.vpn_common import (
+    config_or_empty,
     new_recorder,
     protocol_failure,
     target_and_config,
@@ -53,6 +54,13 @@ def _strip(data: bytes, marker: bool) -> bytes:
             raise wire.IkeWireError("datagram on the NAT-T port without the non-ESP marker")
         return data[4:]
     return data
+
+
+def worst_case(target: str, options: Options) -> float:
+    """Upper bound (s) of one measurement, for the campaign runner's watchdog: ``MAX_ATTEMPTS``
+    exchanges (the first, a COOKIE retry, an INVALID_KE retry), each waiting ``timeout`` at most."""
+    cfg = config_or_empty(target, options.config)
+    return MAX_ATTEMPTS * float(cfg.get("timeout", options.timeout))
 
 
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:

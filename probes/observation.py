@@ -15,10 +15,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from censorscope.probes.failures import classify
+
+#: where each new Recorder announces itself, per asyncio task (see ``watch_recorders``)
+_SINK: ContextVar[list[Recorder] | None] = ContextVar("censorscope_recorder_sink", default=None)
+
+
+def watch_recorders(sink: list[Recorder]) -> None:
+    """Make every Recorder created from now on in this context (this task) append itself to ``sink``.
+
+    Why: a campaign runner that must cut a probe off (its watchdog) still
+    keeps what the probe observed until then, without every probe having to
+    hand its recorder out. Tasks the probe starts inherit the context, so
+    their recorders are collected too.
+    """
+    _SINK.set(sink)
 
 
 @dataclass(slots=True)
@@ -81,6 +96,7 @@ class Step:
     def _finish(self, failure: str | None, fields: dict[str, Any]) -> Observation:
         if self.observation is not None:
             raise RuntimeError(f"step {self.operation} finished twice")
+        self._rec._open.pop(id(self), None)
         self.fields.update(fields)
         self.observation = self._rec.add(
             self.operation, self.t0, failure=failure, parent_id=self.parent_id, **self.fields
@@ -100,6 +116,10 @@ class Recorder:
         self._start = clock()
         self._next_id = 1
         self._observations: list[Observation] = []
+        self._open: dict[int, Step] = {}  # begun, not yet finished (what a cut-off measurement was doing)
+        sink = _SINK.get()
+        if sink is not None:
+            sink.append(self)
 
     def now(self) -> float:
         """Seconds since the measurement started."""
@@ -113,7 +133,9 @@ class Recorder:
 
     def begin(self, operation: str, parent_id: int | None = None, **fields: Any) -> Step:
         """Start timing an operation; ``fields`` are recorded whatever the outcome."""
-        return Step(self, operation, parent_id, dict(fields))
+        step = Step(self, operation, parent_id, dict(fields))
+        self._open[id(step)] = step
+        return step
 
     def add(
         self, operation: str, t0: float, *, failure: str | None = None, parent_id: int | None = None,
@@ -131,6 +153,11 @@ class Recorder:
     def observations(self) -> list[Observation]:
         """Every observation so far, in the order the operations were recorded."""
         return list(self._observations)
+
+    def unfinished(self) -> list[dict[str, Any]]:
+        """The operations begun but not finished (``operation``, ``t0`` and the fields known so far)."""
+        return [{"operation": s.operation, "parent_id": s.parent_id, "t0": round(s.t0, 6), **s.fields}
+                for s in self._open.values()]
 
     def to_list(self) -> list[dict[str, Any]]:
         """The observations in their stored form."""

@@ -39,8 +39,10 @@ from censorscope.probes.net import Net
 from censorscope.probes.observation import Observation, Recorder, Step
 from censorscope.probes.openvpn_tls import ControlChannel, Session
 from censorscope.probes.vpn_common import (
+    CLOSE_WAIT,
     Target,
     close_writer,
+    config_or_empty,
     fail_unanswered,
     new_recorder,
     protocol_failure,
@@ -464,6 +466,23 @@ async def _control_phase(rec: Recorder, link: _Link, t: Target, sess: Session, c
         kx.fail(f"unknown_failure: openvpn_control: {text.split(',', 1)[0][:64]}", **fields)
     else:
         kx.fail(failure or GENERIC_TIMEOUT, **fields)
+
+
+def worst_case(target: str, options: Options) -> float:
+    """Upper bound (s) of one measurement, for the campaign runner's watchdog.
+
+    TCP: the connect's ``timeout``; both: the reset exchange's ``timeout``
+    (the hold after the server reset ends within it); with a CA in the config,
+    the control phase's three exchanges (TLS, key method 2, PUSH_REQUEST),
+    ``timeout`` each; then the close.
+    """
+    cfg = config_or_empty(target, options.config)
+    timeout = float(cfg.get("timeout", options.timeout))
+    try:
+        control = tls_context(cfg) is not None
+    except Exception:  # noqa: BLE001 - a config measure would refuse: count the longest path
+        control = True
+    return timeout + timeout + (3 * timeout if control else 0.0) + CLOSE_WAIT
 
 
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:

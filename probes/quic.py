@@ -29,8 +29,10 @@ from censorscope.probes.failures import (
 from censorscope.probes.net import Net
 from censorscope.probes.observation import Observation, Recorder, Step
 from censorscope.probes.vpn_common import (
+    CLOSE_WAIT,
     Target,
     close_writer,
+    config_or_empty,
     config_param,
     load_config,
     new_recorder,
@@ -122,6 +124,27 @@ def verify_chain(chain: list, server_name: str | None, ca_file: str | None) -> d
     return {"ok": False, "failure": failure, "hostname_ok": hostname_ok, "detail": detail}
 
 
+#: seconds beyond ``timeout`` the QUIC handshake may take before its backstop (closing included)
+_QUIC_BACKSTOP = 5.0
+#: seconds allowed for one certificate verification (it loads the system store: CPU, slow on a busy host)
+_VERIFY = 2.0
+
+
+def worst_case(target: str, options: Options) -> float:
+    """Upper bound (s) of one measurement, for the campaign runner's watchdog.
+
+    The QUIC handshake runs under a backstop of ``timeout`` + 5 s, then its
+    certificate verification; with ``tcp_tls``, connect and TLS, ``timeout``
+    each, the verification and the close.
+    """
+    cfg = config_or_empty(target, options.config)
+    timeout = float(cfg.get("timeout", options.timeout))
+    total = timeout + _QUIC_BACKSTOP + _VERIFY
+    if bool(cfg.get("tcp_tls", options.tcp_tls)):
+        total += 2 * timeout + _VERIFY + CLOSE_WAIT
+    return total
+
+
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     """QUIC handshake (``quic_handshake``: the QUIC connection is its own connect), then TLS over TCP."""
     from aioquic.quic.configuration import QuicConfiguration
@@ -149,7 +172,7 @@ async def _quic(rec: Recorder, net: Net, t: Target, conf: object, step: Step, sn
     from aioquic.asyncio.client import connect
 
     try:
-        async with asyncio.timeout(timeout + 5):  # a backstop; the handshake has its own deadline below
+        async with asyncio.timeout(timeout + _QUIC_BACKSTOP):  # a backstop; the handshake has its own deadline below
             async with connect(t.host, t.port, configuration=conf, wait_connected=False) as client:
                 quic = client._quic  # aioquic keeps the negotiated state on the connection object
                 client.transmit()  # wait_connected=False leaves the first flight to us

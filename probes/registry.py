@@ -9,9 +9,21 @@ Each probe is one module with this contract (see docs/observations.md)::
     @dataclass class Options: ...   # fields become CLI options (metadata: help, choices)
     async def measure(target: str, net: Net, options: Options) -> list[Observation]
     def target_from_url(url: str) -> str | None   # optional: campaign input -> target
+    def worst_case(target: str, options: Options) -> float   # optional: see below
 
 ``measure`` raises only ``ProbeError`` subclasses (the probe could not run);
 everything the network did is recorded in the observations.
+
+``worst_case`` is an upper bound, in seconds, of one ``measure`` of
+``target`` with ``options`` when every step waits out its timeout: attempts x
+timeouts, plus delays, closes and hold windows, from the options and the
+target's config file (``?config=``), never from the network. It must not
+raise (bad options: return anything; ``measure`` reports them). The campaign
+runner lets a probe run ``WORST_CASE_MARGIN`` x this long (at least its
+default watchdog) before cutting it off, so a probe with several steps
+declares it; one whose steps cannot all be bounded (a peer trickling data)
+bounds the usual path and says so. A probe cut off by the watchdog keeps the
+observations it recorded (``annotations.incomplete``; see measure/runner.py).
 """
 
 from __future__ import annotations

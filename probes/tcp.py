@@ -49,6 +49,10 @@ def parse_endpoint(target: str) -> tuple[str, int]:
     return str(ip), port
 
 
+#: seconds ``close`` waits for a connection to close (counted by the ``worst_case`` of probes that use it)
+CLOSE_WAIT = 2.0
+
+
 def check_timeout(seconds: float, what: str = "--timeout") -> None:
     """``ConfigError`` unless ``seconds`` is a positive number of seconds."""
     if not seconds > 0:
@@ -84,7 +88,7 @@ async def close(streams: Streams | None) -> None:
         return
     writer.close()
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(writer.wait_closed(), 2)
+        await asyncio.wait_for(writer.wait_closed(), CLOSE_WAIT)
 
 
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:

@@ -139,6 +139,23 @@ async def _resolve(rec: Recorder, host: str, resolver: str, timeout: float) -> s
     return None
 
 
+def worst_case(target: str, options: Options) -> float:
+    """Upper bound (s) of one measurement, for the campaign runner's watchdog.
+
+    Resolution (a name without ``--address``): dnspython's ``lifetime`` for A,
+    then for AAAA; connect and TLS: ``timeout`` each; the transfer ends by
+    ``timeout`` without headers and by ``max_time`` with them, whichever is
+    later. The connection is aborted, not closed: no wait there.
+    """
+    try:
+        url = _parse_url(target)
+    except InvalidTarget:
+        return 0.0  # measure refuses the target
+    resolve = 0.0 if options.address or _ip_or_none(url.host) else 2 * options.timeout
+    tls = options.timeout if url.scheme == "https" else 0.0
+    return resolve + options.timeout + tls + max(options.timeout, options.max_time)
+
+
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     """Download ``target`` once and return its observations (see module docstring)."""
     url = _parse_url(target)

@@ -26,8 +26,10 @@ from censorscope.probes.errors import InvalidTarget
 from censorscope.probes.net import Net
 from censorscope.probes.observation import Observation, Recorder
 from censorscope.probes.vpn_common import (
+    CLOSE_WAIT,
     Target,
     close_writer,
+    config_or_empty,
     config_param,
     load_config,
     new_recorder,
@@ -240,6 +242,41 @@ async def _obfs4(rec: Recorder, net: Net, bridge: wire.BridgeLine, binary: str, 
             proc.kill()
         await proc.wait()
         shutil.rmtree(state, ignore_errors=True)
+
+
+#: lines a pluggable-transport client prints before its SOCKS port is known (pt-spec: VERSION,
+#: CMETHOD, CMETHODS DONE), each read within ``timeout``
+_PT_LINES = 3
+#: SOCKS5 replies read from the obfs4 client (method choice, user/pass, connect reply head and rest)
+_SOCKS_READS = 4
+#: seconds allowed for killing obfs4proxy and reaping it
+_PT_EXIT = 2.0
+
+
+def worst_case(target: str, options: Options) -> float:
+    """Upper bound (s) of one measurement, for the campaign runner's watchdog.
+
+    OR port: connect, TLS and the responder's cells, ``timeout`` each, then
+    the close; through obfs4, first the transport's launch lines, the connect
+    to its SOCKS port and the SOCKS replies, ``timeout`` each, and its exit;
+    the directory fetch: connect and two reads that wait out ``timeout`` (a
+    directory trickling its answer can hold it longer: that is what the
+    watchdog is for), then the close.
+    """
+    cfg = config_or_empty(target, options.config)
+    timeout = float(cfg.get("timeout", options.timeout))
+    line = cfg.get("bridge", options.bridge)
+    try:
+        bridge = wire.parse_bridge_line(str(line)) if line else None
+    except wire.TorWireError:
+        return 0.0  # measure refuses the bridge line
+    handshake = 3 * timeout + CLOSE_WAIT
+    if bridge is not None and bridge.transport == "obfs4":
+        handshake += (_PT_LINES + _SOCKS_READS) * timeout + _PT_EXIT
+    elif bridge is not None and bridge.transport:
+        handshake = 0.0  # unsupported transport: recorded at once
+    dirport = int(cfg.get("dirport", options.dirport) or 0)
+    return handshake + (3 * timeout + CLOSE_WAIT if dirport else 0.0)
 
 
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:

@@ -126,13 +126,17 @@ async def tcp_connect(
     return reader, writer, step.ok(local_port=sock[1] if sock else None)
 
 
+#: seconds ``close_writer`` waits for a stream to close (every probe's ``worst_case`` counts it)
+CLOSE_WAIT = 2.0
+
+
 async def close_writer(writer: asyncio.StreamWriter | None) -> None:
     """Close a stream quietly (the peer may already be gone)."""
     if writer is None:
         return
     try:
         writer.close()
-        await asyncio.wait_for(writer.wait_closed(), 2)
+        await asyncio.wait_for(writer.wait_closed(), CLOSE_WAIT)
     except Exception:  # noqa: BLE001 - closing is best effort
         pass
 
@@ -269,6 +273,18 @@ def target_and_config(target: str, scheme: str, default_port: int | None,
                       config: str | None) -> tuple[Target, dict[str, Any]]:
     """``parse_target`` and the target's config file: ``?config=`` in the target, else ``config`` (the option)."""
     return parse_target(target, scheme, default_port), load_config(config_param(target) or config)
+
+
+def config_or_empty(target: str, config: str | None) -> dict[str, Any]:
+    """The config ``target_and_config`` would load, or ``{}`` when it cannot be read or parsed.
+
+    For ``worst_case`` functions, which must not raise: the measurement itself
+    then reports the bad config.
+    """
+    try:
+        return load_config(config_param(target) or config)
+    except (ConfigError, ValueError):
+        return {}
 
 
 def url_targets(scheme: str) -> Callable[[str], str | None]:

@@ -120,6 +120,20 @@ async def _reach(net: Net, rec: Recorder, ip: str, port: int, parent_id: int | N
         await tcp.close(streams)
 
 
+def worst_case(target: str, options: Options) -> float:
+    """Upper bound (s) of one measurement, for the campaign runner's watchdog.
+
+    Resolution: a query's ``timeout`` plus the hold window (A and AAAA run at
+    once; getaddrinfo is bounded by ``timeout``); connects and handshakes run
+    at once for every address: ``timeout`` each, then the close; the HTTP
+    round trip, redirects and their resolution included, is bounded by
+    ``http_timeout`` as a whole, then its client closes.
+    """
+    host = urlsplit(target).hostname or ""
+    resolve = 0.0 if _is_ip(host) else options.timeout + options.hold_window
+    return resolve + 2 * options.timeout + tcp.CLOSE_WAIT + options.http_timeout + tcp.CLOSE_WAIT
+
+
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     """Measure ``target`` (an http(s) URL) step by step; see the module docstring."""
     url = http.check_url(target)
