@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from censorscope.probes.net import Net
 from censorscope.probes.observation import Observation
 from censorscope.probes.vpn_common import (
+    CLOSE_WAIT,
     close_writer,
+    config_or_empty,
     new_recorder,
     protocol_failure,
     proxy_destination,
@@ -38,6 +40,14 @@ class Options:
     password: str | None = field(default=None, metadata={"help": "RFC 1929 password."})
     timeout: float = field(default=10.0, metadata={"help": "Seconds for connect and each read."})
     config: str | None = field(default=None, metadata={"help": "TOML file: dest, username, password, timeout."})
+
+
+def worst_case(target: str, options: Options) -> float:
+    """Upper bound (s) of one measurement, for the campaign runner's watchdog: connect, the method
+    choice, the user/password status, the CONNECT reply's head and rest, ``timeout`` each, then
+    the close."""
+    timeout = float(config_or_empty(target, options.config).get("timeout", options.timeout))
+    return 5 * timeout + CLOSE_WAIT
 
 
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from censorscope.probes.net import Net
 from censorscope.probes.observation import Observation
 from censorscope.probes.vpn_common import (
+    CLOSE_WAIT,
     close_writer,
+    config_or_empty,
     new_recorder,
     protocol_failure,
     target_and_config,
@@ -48,6 +50,14 @@ async def _read_banner(reader: asyncio.StreamReader, buf: bytearray, timeout: fl
         if not chunk:
             raise asyncio.IncompleteReadError(bytes(buf), None)
         buf += chunk
+
+
+def worst_case(target: str, options: Options) -> float:
+    """Upper bound (s) of one measurement, for the campaign runner's watchdog: connect, the
+    server's banner, the KEXINIT's length and its rest, ``timeout`` each, then the close (a server
+    trickling bytes just under ``timeout`` apart can hold it longer: that is what the watchdog is for)."""
+    timeout = float(config_or_empty(target, options.config).get("timeout", options.timeout))
+    return 4 * timeout + CLOSE_WAIT
 
 
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 
 from censorscope.probes.net import Net
 from censorscope.probes.observation import Observation
-from censorscope.probes.quic import cert_summary, verify_chain
+from censorscope.probes.quic import VERIFY_ALLOWANCE, cert_summary, verify_chain
 from censorscope.probes.vpn_common import (
+    CLOSE_WAIT,
     close_writer,
+    config_or_empty,
     new_recorder,
     protocol_failure,
     read_exact,
@@ -41,6 +43,15 @@ class Options:
     sni: str | None = field(default=None, metadata={"help": "TLS server name and Host header (default: the IP)."})
     timeout: float = field(default=10.0, metadata={"help": "Seconds for connect, TLS and each answer."})
     config: str | None = field(default=None, metadata={"help": "TOML file: sni, timeout."})
+
+
+def worst_case(target: str, options: Options) -> float:
+    """Upper bound (s) of one measurement, for the campaign runner's watchdog: connect, TLS, the
+    HTTP response head and the two reads of the call-connect answer, ``timeout`` each, the
+    certificate's verification and the close (a server trickling its head in reads just under
+    ``timeout`` can hold it longer: that is what the watchdog is for)."""
+    timeout = float(config_or_empty(target, options.config).get("timeout", options.timeout))
+    return 5 * timeout + VERIFY_ALLOWANCE + CLOSE_WAIT
 
 
 async def measure(target: str, net: Net, options: Options) -> list[Observation]:

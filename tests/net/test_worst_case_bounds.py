@@ -193,3 +193,41 @@ def test_quic_bound_quic_and_tls_both_silent():
     assert _failures(obs, "quic_handshake") == ["generic_timeout_error"]
     assert _failures(obs, "tls_handshake") == ["generic_timeout_error"]
 
+
+
+def test_sstp_bound_tls_stalled(silent_tcp):
+    obs, _, _ = _run("sstp", f"sstp://127.0.0.1:{silent_tcp}?sni=vpn.example", timeout=T)
+    assert _failures(obs, "sstp_handshake") == ["generic_timeout_error"]
+
+
+def test_ssh_bound_banner_then_silence():
+    def banner_only(c: socket.socket) -> None:
+        c.settimeout(30)
+        c.sendall(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")
+        while c.recv(65536):
+            pass
+
+    port, srv = serving_peer(banner_only)
+    try:
+        obs, _, _ = _run("ssh", f"ssh://127.0.0.1:{port}", timeout=T)
+    finally:
+        srv.close()
+    [hs] = [o for o in obs if o["operation"] == "ssh_handshake"]
+    assert hs["failure"] == "generic_timeout_error" and hs["software_version"] == "OpenSSH_9.2p1"
+
+
+def test_socks_bound_method_chosen_then_no_connect_reply():
+    def method_only(c: socket.socket) -> None:
+        c.settimeout(30)
+        c.recv(65536)
+        c.sendall(b"\x05\x00")  # no authentication; then the CONNECT reply never comes
+        while c.recv(65536):
+            pass
+
+    port, srv = serving_peer(method_only)
+    try:
+        obs, _, _ = _run("socks", f"socks://127.0.0.1:{port}?dest=203.0.113.5:80", timeout=T)
+    finally:
+        srv.close()
+    [pc] = [o for o in obs if o["operation"] == "proxy_connect"]
+    assert pc["failure"] == "generic_timeout_error" and pc["method"] == 0

@@ -19,13 +19,15 @@ from censorscope.probes import registry
 from censorscope.probes.observation import Recorder, watch_recorders
 
 #: probes whose steps add up beyond a few timeouts: each must declare its worst case
-MULTI_STEP = ("fet", "web", "throughput", "dns", "openvpn", "tor", "ikev2", "quic")
+MULTI_STEP = ("fet", "web", "throughput", "dns", "openvpn", "tor", "ikev2", "quic", "sstp", "ssh", "socks")
 
 #: a representative target of each probe that declares a worst case
 TARGETS = {
     "fet": "fet://127.0.0.1:8388", "web": "https://site.example/", "throughput": "https://cdn.example/o",
     "dns": "site.example", "openvpn": "openvpn://127.0.0.1:1194", "tor": "tor://127.0.0.1:9001",
     "ikev2": "ikev2://127.0.0.1", "quic": "quic://127.0.0.1:443?sni=site.example",
+    "sstp": "sstp://127.0.0.1:443?sni=vpn.example", "ssh": "ssh://127.0.0.1:22",
+    "socks": "socks://127.0.0.1:1080?dest=203.0.113.5:80",
 }
 
 
@@ -75,7 +77,7 @@ def test_multi_step_probes_declare_a_finite_worst_case(name):
 def test_defaults_that_the_old_rule_would_have_cut_off():
     """With their defaults, these probes' worst cases exceed max(30 s, 4 x timeout): the reason for
     the contract (each figure is checked against a real run in tests/net/test_worst_case_bounds.py)."""
-    for name in ("fet", "web", "throughput", "quic"):
+    for name in ("fet", "web", "throughput", "quic", "sstp", "ssh", "socks"):
         module = registry.load(name)
         opts = module.Options()
         assert module.worst_case(TARGETS[name], opts) > max(WATCHDOG_MIN, WATCHDOG_FACTOR * opts.timeout), name
