@@ -10,7 +10,9 @@ run that took a short cut cannot pass for a slow one.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -231,3 +233,48 @@ def test_socks_bound_method_chosen_then_no_connect_reply():
         srv.close()
     [pc] = [o for o in obs if o["operation"] == "proxy_connect"]
     assert pc["failure"] == "generic_timeout_error" and pc["method"] == 0
+
+
+def test_openvpn_bound_control_phase_silent(tmp_path):
+    """The server answers the hard reset, then never speaks TLS: the control phase waits out its
+    timeout (retransmitting), the path a CA in the config adds to the bound."""
+    from vpn_certs import make_pki
+
+    from censorscope.probes.wire import openvpn as wire
+
+    pki = make_pki(tmp_path)
+    cfg = tmp_path / "client.toml"
+    cfg.write_text(f'ca = "{pki["ca"]}"\n', encoding="utf-8")
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+    received: list[wire.Packet] = []
+
+    def serve() -> None:
+        sid = os.urandom(8)
+        while not stop.is_set():
+            try:
+                data, peer = server.recvfrom(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            p = wire.parse(data)
+            received.append(p)
+            if p.opcode == wire.HARD_RESET_CLIENT_V2 and len(received) == 1:
+                server.sendto(wire.build(wire.Packet(opcode=8, key_id=0, session_id=sid, acks=[p.packet_id or 0],
+                                                     remote_session_id=p.session_id, packet_id=0)), peer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        obs, _, _ = _run("openvpn", f"openvpn://127.0.0.1:{server.getsockname()[1]}?proto=udp", timeout=2 * T,
+                         config=str(cfg))
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+    assert _failures(obs, "openvpn_handshake") == [None]
+    assert _failures(obs, "tls_handshake") == ["generic_timeout_error"]
+    assert len(received) >= 2  # the reset, then the client's TLS flight (and its retransmissions)
