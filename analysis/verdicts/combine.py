@@ -187,8 +187,10 @@ class ResidualTracker:
         if v.verdict != BLOCKED or not endpoints or when is None or not _stateful(v.method):
             return v
         key = trigger_key(m, v)
+        slots: dict[str, tuple[Any, str, str]] = {}  # endpoint -> its key in _last (transport_of scans)
         for ep in endpoints:
-            prior = self._last.get((m.vantage_key, transport_of(m, ep), ep))
+            slot = slots[ep] = (m.vantage_key, transport_of(m, ep), ep)
+            prior = self._last.get(slot)
             if (prior and prior[2] != key and prior[4] != group_key(m) and 0 <= when - prior[0] <= RESIDUAL_WINDOW
                     and not v.self_controlled):
                 t, mid, inp, method, _ = prior
@@ -199,7 +201,7 @@ class ResidualTracker:
                     f"blocked. It was: {v.evidence}"), ep)
         if str(v.method).startswith(TRIGGER_METHODS):
             for ep in endpoints:
-                self._last[(m.vantage_key, transport_of(m, ep), ep)] = (when, m.id, key, str(v.method), group_key(m))
+                self._last[slots[ep]] = (when, m.id, key, str(v.method), group_key(m))
         return v
 
 
@@ -210,7 +212,7 @@ def trigger_key(m: Measurement, v: Verdict) -> str:
     whole input otherwise (HTTP keywords live in the path)."""
     if str(v.method).startswith(("tls.", "quic.", "throttled")):
         sni = next((str(o["server_name"]).lower() for op in ("tls_handshake", "quic_handshake", "throughput")
-                    for o in m.ops(op) if o.get("server_name")), None)
+                    for o in m.ops_view(op) if o.get("server_name")), None)
         if sni or m.host:
             return sni or str(m.host)
     return m.input
