@@ -146,6 +146,14 @@ def credentials(cfg: dict) -> tuple[str, str] | None:
     return (lines[0].strip(), lines[1].strip() if len(lines) > 1 else "")
 
 
+def _credentials_of(cfg: dict) -> tuple[str | None, str | None, str | None]:
+    """The config's CA, client certificate and key (PEM text or paths), each None when absent."""
+    if "text" in cfg:
+        o = wire.parse_ovpn(cfg["text"])
+        return o.ca or o.files.get("ca"), o.cert or o.files.get("cert"), o.key or o.files.get("key")
+    return cfg.get("ca"), cfg.get("cert"), cfg.get("key")
+
+
 def tls_context(cfg: dict) -> ssl.SSLContext | None:
     """A client TLS context from the config's CA (+ client cert/key), or None without a CA.
 
@@ -153,11 +161,7 @@ def tls_context(cfg: dict) -> ssl.SSLContext | None:
     only (no host name: OpenVPN server certificates rarely carry one).
     """
     base = cfg.get("_dir", ".")
-    if "text" in cfg:
-        o = wire.parse_ovpn(cfg["text"])
-        ca, cert, key = o.ca or o.files.get("ca"), o.cert or o.files.get("cert"), o.key or o.files.get("key")
-    else:
-        ca, cert, key = cfg.get("ca"), cfg.get("cert"), cfg.get("key")
+    ca, cert, key = _credentials_of(cfg)
     if not ca:
         return None
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -479,8 +483,8 @@ def worst_case(target: str, options: Options) -> float:
     cfg = config_or_empty(target, options.config)
     timeout = float(cfg.get("timeout", options.timeout))
     try:
-        control = tls_context(cfg) is not None
-    except Exception:  # noqa: BLE001 - a config measure would refuse: count the longest path
+        control = bool(_credentials_of(cfg)[0])  # a CA: the TLS control phase follows the reset
+    except wire.OpenVPNWireError:  # a config measure refuses: count the longest path
         control = True
     return timeout + timeout + (3 * timeout if control else 0.0) + CLOSE_WAIT
 

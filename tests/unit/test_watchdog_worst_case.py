@@ -117,6 +117,17 @@ def test_worst_cases_follow_their_options():
     assert openvpn.worst_case("openvpn://127.0.0.1", openvpn.Options(timeout=2.0)) == pytest.approx(2 + 2 + 2.0)
 
 
+def test_openvpn_counts_the_control_phase_when_the_config_has_a_ca(tmp_path):
+    openvpn = registry.load("openvpn")
+    toml = tmp_path / "c.toml"
+    toml.write_text('ca = "ca.pem"\ntimeout = 3.0\n', encoding="utf-8")
+    ovpn = tmp_path / "c.ovpn"
+    ovpn.write_text("client\nremote 127.0.0.1 1194\nca ca.pem\n", encoding="utf-8")
+    for cfg in (toml, ovpn):
+        with_ca = openvpn.worst_case("openvpn://127.0.0.1", openvpn.Options(config=str(cfg), timeout=3.0))
+        assert with_ca == pytest.approx(3 + 3 + 3 * 3 + 2.0), cfg
+
+
 def test_recorders_made_inside_a_watched_task_are_collected():
     seen: list[Recorder] = []
 
