@@ -520,8 +520,8 @@ class Runner:
         except TimeoutError:
             observations, unfinished = _partial(recorders)
             ann["runner_failure"] = GENERIC_TIMEOUT
-            ann["runner_detail"] = f"probe still running after the {watchdog:.0f} s watchdog" + (
-                f" (its declared worst case: {worst:.0f} s)" if worst is not None else "")
+            ann["runner_detail"] = f"probe still running after the {watchdog:.1f} s watchdog" + (
+                f" (its declared worst case: {worst:.1f} s)" if worst is not None else "")
             ann["incomplete"] = True
             ann["unfinished_operations"] = unfinished
         except Exception as e:  # a bug in a probe: keep it visible, keep the campaign going
