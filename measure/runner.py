@@ -35,7 +35,9 @@ Shape of a run::
   off. Its measurement keeps every observation recorded until then, lists the
   operations still in progress (``annotations.unfinished_operations``) and
   carries ``annotations.runner_failure = "generic_timeout_error"`` and
-  ``annotations.incomplete = true``: analysis judges it inconclusive.
+  ``annotations.incomplete = true``: analysis judges it inconclusive. A probe
+  that crashes (a bug: ``annotations.probe_error = "bug: ..."``) keeps its
+  partial observations the same way.
 
 Hook points implemented elsewhere (``ControlProvider``, ``Confirmer``) are
 Protocols below; the runner calls them when given.
@@ -524,9 +526,12 @@ class Runner:
                 f" (its declared worst case: {worst:.1f} s)" if worst is not None else "")
             ann["incomplete"] = True
             ann["unfinished_operations"] = unfinished
-        except Exception as e:  # a bug in a probe: keep it visible, keep the campaign going
+        except Exception as e:  # a bug in a probe: keep it visible (and what it saw), keep the campaign going
             log.error("probe %s crashed on %s", unit.probe, unit.target, exc_info=True)
+            observations, unfinished = _partial(recorders)
             ann["probe_error"] = f"bug: {type(e).__name__}: {e}"
+            ann["incomplete"] = True
+            ann["unfinished_operations"] = unfinished
         runtime = time.monotonic() - t0
         control = None
         if control_task is not None:

@@ -64,8 +64,9 @@ def register(probe: str, rule: Rule | None = None, *, replace: bool = False) -> 
 def _judge_one(m: Measurement, ctx: Context) -> Verdict:
     ann = m.annotations  # the record's annotations ({} when absent or null)
     if ann and (ann.get("probe_error") or ann.get("runner_failure")):
-        if ann.get("incomplete"):  # cut off by the runner's watchdog: a part of a measurement proves nothing
-            return inconclusive(f"The measurement was cut off by the runner ({ann.get('runner_detail')}); "
+        if ann.get("incomplete"):  # cut off by the watchdog, or the probe crashed: a part proves nothing
+            why = ann.get("runner_detail") or ann.get("probe_error") or ann.get("runner_failure")
+            return inconclusive(f"The measurement did not finish ({why}); "
                                 f"its {len(m.observations)} partial observation(s) are not judged.", 0.0)
         what = ann.get("probe_error") or ann.get("runner_failure")
         return inconclusive(f"The probe could not run: {what}.", 0.0)

@@ -137,9 +137,29 @@ def test_a_hanging_probe_is_cut_off_keeping_its_observations_and_judged_inconclu
     assert ann["unfinished_operations"][0]["address"] == "203.0.113.120:443"
     assert summary.per_failure == {"generic_timeout_error": 1}
     v = verdict_for(m)
-    assert v.verdict == "inconclusive" and "cut off" in v.evidence and "2 partial observation(s)" in v.evidence
+    assert v.verdict == "inconclusive" and "did not finish" in v.evidence and "2 partial observation(s)" in v.evidence
     # what makes it inconclusive is the runner's mark: the same observations, not cut off, are blocking
     whole = dict(m, annotations={k: v for k, v in ann.items()
                                  if k not in ("runner_failure", "runner_detail", "incomplete",
                                               "unfinished_operations")})
     assert verdict_for(whole).verdict == "blocked"
+
+
+def test_a_crashing_probe_keeps_what_it_saw_and_is_inconclusive(tmp_path):
+    mod = _hanging_tcp_probe()
+
+    async def crash(target: str, net: object, options: object) -> list:
+        rec = Recorder()
+        rec.begin("connect", address=target, ip="203.0.113.120", port=443, proto="tcp").fail("connection_reset")
+        raise KeyError("a bug")
+
+    mod.measure = crash
+    c = Campaign(lists=[_list(tmp_path, ["http://203.0.113.120/"])], probes=["tcp"], out=str(tmp_path / "o"))
+    summary = asyncio.run(execute(c, probes={"tcp": mod}, control=_Control()))
+    [m] = list(iter_measurements(summary.path))
+    ann = m["annotations"]
+    assert ann["probe_error"] == "bug: KeyError: 'a bug'" and ann["incomplete"] is True
+    assert ann["unfinished_operations"] == []
+    assert [(o["operation"], o["failure"]) for o in m["observations"]] == [("connect", "connection_reset")]
+    v = verdict_for(m)
+    assert v.verdict == "inconclusive" and "bug: KeyError" in v.evidence
