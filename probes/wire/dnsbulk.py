@@ -82,7 +82,7 @@ def echo_record(
         return _general(data, question, qname, qid, t, source, ip_ttl)
     else:
         answers, addresses = [], []
-    if not _rest_ok(data, off, ns + ar, n):
+    if ns + ar and not _rest_ok_memo(data, off, ns + ar, n):
         return None
     flag_names = _FLAGS.get(flags)
     return {
@@ -117,6 +117,26 @@ def _rest_ok(data: bytes, off: int, count: int, n: int) -> bool:
     return True
 
 
+#: Short tails of one record (almost always the server's OPT record, the same bytes in every response) that
+#: ``_rest_ok`` accepted: its verdict depends only on those bytes, so a repeat skips the check.
+_GOOD_TAILS: set[bytes] = set()
+
+
+def _rest_ok_memo(data: bytes, off: int, count: int, n: int) -> bool:
+    """``_rest_ok(data, off, count, n)``, remembered for one-record tails of up to 64 bytes."""
+    if count != 1 or n - off > 64:
+        return _rest_ok(data, off, count, n)
+    tail = data[off:]
+    if tail in _GOOD_TAILS:
+        return True
+    if not _rest_ok(tail, 0, 1, len(tail)):
+        return False
+    if len(_GOOD_TAILS) >= 256:  # varied tails (EDNS options, cookies) must not grow it without bound
+        _GOOD_TAILS.clear()
+    _GOOD_TAILS.add(tail)
+    return True
+
+
 def _general(
     data: bytes, question: bytes, qname: str, qid: int, t: float, source: str, ip_ttl: int | None
 ) -> dict[str, Any] | None:
@@ -144,7 +164,7 @@ def _general(
             return None
         addresses.append(text)
         off = end
-    if not _rest_ok(data, off, ns + ar, n):
+    if ns + ar and not _rest_ok_memo(data, off, ns + ar, n):
         return None
     return {
         "t": round(t, 6), "source": source, "query_id": msg_id, "rcode": _RCODE_TEXT[flags & 0x000F],

@@ -214,3 +214,23 @@ def test_decode_keeps_unparseable_datagrams():
     [obs] = dns_bulk.decode(raw, "g.test", dnswire.encode_name("g.test"), TYPES, "127.0.0.1:53", 0.1)[1]
     [r] = obs["responses"]
     assert r["parse_error"] and r["raw_b64"] and obs["failure"] == "dns_server_misbehaving"
+
+
+def test_remembered_tails_never_change_a_verdict():
+    """``_rest_ok_memo`` remembers accepted one-record tails; a rejected tail is checked every time."""
+    good, question, code = _response("memo.test", "A", [("memo.test.", "A", 5, "198.51.100.8")], qid=3)
+    q = dns.message.make_query("memo.test", "A", use_edns=0)
+    q.id = 3
+    r = dns.message.make_response(q)
+    r.set_rcode(16)  # BADVERS: an OPT record with an extended rcode, a tail that must stay rejected
+    bad = r.to_wire()
+    dnsbulk._GOOD_TAILS.clear()
+    for _ in range(3):  # in any order, as often as they come: the same records as the general code
+        for data in (good, bad):
+            fast, full = _both(data, question, "memo.test", code, 3)
+            assert fast is None if data is bad else list(fast.items()) == list(full.items())
+    assert dnsbulk._GOOD_TAILS == {good[-11:]}  # only the accepted OPT record is remembered
+    for i in range(300):  # varied tails: the memory stays bounded
+        tail = bytes([0, 0, 41, 16, 0, 0, 0, 0, 0, 0, 2]) + i.to_bytes(2, "big")
+        assert dnsbulk._rest_ok_memo(tail, 0, 1, len(tail)) == dnsbulk._rest_ok(tail, 0, 1, len(tail))
+        assert len(dnsbulk._GOOD_TAILS) <= 256
