@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from censorscope.probes import fet as fet_probe
 from censorscope.probes.net import split_host_port
 from censorscope.probes.wire import fet as fet_rules
 
@@ -194,11 +195,9 @@ def apply_caps(probe: str, options: Any, max_runtime: float) -> list[str]:
 
 
 def fet_worst_case(options: Any, attempts: int) -> float:
-    """Seconds a fet run takes if every connection waits out its connect and read timeouts."""
-    per = float(options.timeout) + float(options.read_timeout)
-    interval = float(options.interval)
-    return (attempts * (2 * per + interval) + (float(options.followup_delay) if options.followups else 0.0)
-            + int(options.followups) * (per + interval))
+    """Seconds a fet run with ``attempts`` takes if every connection waits out its timeouts and its
+    close: the probe's own bound (``probes.fet.worst_case``; the helper never takes a config file)."""
+    return fet_probe.worst_case("", dataclasses.replace(options, attempts=attempts, config=None))
 
 
 def _fit_fet(options: Any, budget: float) -> list[str]:
