@@ -12,8 +12,8 @@ from censorscope.analysis.records import PathLike, Problem, iter_records
 MEASUREMENT_COLUMNS = (
     "measurement_id", "source", "campaign", "run_id", "probe", "probe_version", "input", "repetition",
     "attempt", "confirms", "measurement_start_time", "date", "runtime", "vantage_cc", "vantage_asn",
-    "vantage_network", "vantage_resolver", "n_observations", "failure", "failed_operation", "has_control",
-    "control_failure", "ooni_test_name", "ooni_blocking", "ooni_accessible",
+    "vantage_network", "vantage_resolver", "n_observations", "failure", "failed_operation", "incomplete",
+    "has_control", "control_failure", "ooni_test_name", "ooni_blocking", "ooni_accessible",
 )
 OBSERVATION_COLUMNS = (
     "measurement_id", "input", "probe", "id", "operation", "parent_id", "t0", "t", "failure", "address",
@@ -67,6 +67,7 @@ def measurement_row(m: dict[str, Any]) -> dict[str, Any]:
         "n_observations": len(obs),
         "failure": failure,
         "failed_operation": op,
+        "incomplete": bool(ann.get("incomplete") or ann.get("runner_failure") or ann.get("probe_error")),
         "has_control": control is not None,
         "control_failure": (control or {}).get("failure") if isinstance(control, dict) else None,
         "ooni_test_name": ooni.get("test_name"),
@@ -84,6 +85,7 @@ def measurements_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
         df[col] = df[col].astype("int64")
     df["runtime"] = pd.to_numeric(df["runtime"], errors="coerce")
     df["has_control"] = df["has_control"].astype(bool)
+    df["incomplete"] = df["incomplete"].astype(bool)
     return df
 
 

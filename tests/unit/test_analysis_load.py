@@ -37,6 +37,18 @@ def _m(i: int, **kw) -> dict:
     return m
 
 
+def test_cut_off_measurement_is_marked_incomplete(tmp_path: Path):
+    f = tmp_path / "r.jsonl"
+    cut = _m(1, annotations={"incomplete": True, "runner_failure": "generic_timeout_error",
+                             "unfinished_operations": ["tls_handshake"]})
+    crashed = _m(3, annotations={"probe_error": "bug: KeyError: 'x'"})
+    f.write_text("".join(json.dumps(m) + "\n" for m in (_m(0), cut, crashed, _m(5))))
+    df = load(f)
+    assert df["incomplete"].dtype == bool
+    assert df["incomplete"].tolist() == [False, True, True, False]
+    assert df.loc[1, "failure"] == "connection_reset"  # from the partial observations, kept beside the mark
+
+
 def test_load_censorscope_jsonl_dir_with_torn_line(tmp_path: Path):
     d = tmp_path / "results"
     d.mkdir()
