@@ -78,6 +78,7 @@ class Context:
         self.measurements = measurements
         self.by_id = {m.id: m for m in measurements}
         self._facts: _Facts | None = None
+        self._by_vantage: dict[tuple[Any, ...], list[Measurement]] | None = None
 
     def _batch_facts(self) -> _Facts:
         facts = self._facts
@@ -115,5 +116,32 @@ class Context:
         return self._validated.get(name.lower(), {}).get(ip)
 
     def same_vantage(self, m: Measurement) -> list[Measurement]:
-        """Other measurements of the batch from the same vantage and run."""
-        return [o for o in self.measurements if o is not m and o.vantage_key == m.vantage_key]
+        """Other measurements of the batch from the same vantage and run (in batch order).
+
+        The batch is indexed by vantage on the first call (a scan per call made
+        judging a batch quadratic); a batch with an unhashable vantage field
+        (malformed JSON: a list where a string belongs) is scanned as before."""
+        index = self._by_vantage
+        if index is None:
+            index = {}
+            try:
+                for o in self.measurements:
+                    key = o.vantage_key
+                    if key in index:
+                        index[key].append(o)
+                    else:
+                        index[key] = [o]
+            except TypeError:
+                index = _UNINDEXABLE
+            self._by_vantage = index
+        if index is _UNINDEXABLE:
+            return [o for o in self.measurements if o is not m and o.vantage_key == m.vantage_key]
+        try:
+            same = index.get(m.vantage_key, ())
+        except TypeError:  # m itself (not from this batch) has an unhashable vantage
+            return [o for o in self.measurements if o is not m and o.vantage_key == m.vantage_key]
+        return [o for o in same if o is not m]
+
+
+#: marks a batch whose vantages cannot be indexed
+_UNINDEXABLE: dict[tuple[Any, ...], list[Measurement]] = {}
