@@ -22,7 +22,6 @@ from censorscope.analysis.verdicts import evidence as E
 from censorscope.analysis.verdicts.context import verified_for_name
 from censorscope.analysis.verdicts.core import Measurement, Verdict, ok
 from censorscope.analysis.verdicts.fingerprints import is_bogon, match_dns
-from censorscope.analysis.verdicts.tls import control_handshakes
 
 #: False: every measurement goes through the general rules
 ENABLED = True
@@ -40,14 +39,35 @@ def web_ok(m: Measurement) -> Verdict | None:
         return None
     if m.annotations and dns._to_no_dns_server(m):
         return None
+    # The conditions are all required (their order is free): the cheap ones that most unusual
+    # measurements fail (a failed connect or handshake, a failed lookup, a race) come first.
+    conns = ops.get("connect")
+    if conns and all(c.get("failure") for c in conns):
+        return None
+    for q in qs:
+        if q.get("failure"):
+            return None
+    host = m.host
+    hss = [h for h in ops.get("tls_handshake") or () if h.get("server_name") in (host, None)]
+    if hss and not any(not h.get("failure") and verified_for_name(h) for h in hss):
+        return None
+    rss = []
+    for q in qs:
+        rs = dns.responses(q)
+        if len(rs) > 1 and len({(r.get("rcode"), frozenset(r.get("addresses") or [])) for r in rs}) > 1:
+            return None  # a race of differing answers
+        rss.append(rs)
     control = m.control_ops_view  # indexes the control once
+    if hss:
+        # control_handshakes(m, h) is not empty exactly when a control handshake has h's SNI
+        c_snis = [c.get("server_name") for c in control("tls_handshake")]
+        if not any(not h.get("failure") and verified_for_name(h) and h.get("server_name") in c_snis for h in hss):
+            return None
     if control("resolve"):
         return None  # the control's system lookups count as its DNS answers: the general rules decide
     c_queries = control("dns_query")
     first: tuple[dict, list[str]] | None = None
-    for q in qs:
-        if q.get("failure"):
-            return None
+    for q, rs in zip(qs, rss, strict=True):
         # dns.control_queries: the control's lookups of the same name, same type first
         name = str(q.get("query_name") or m.host or "").lower()
         same_name = [c for c in c_queries if str(c.get("query_name") or "").lower() == name]
@@ -68,16 +88,14 @@ def web_ok(m: Measurement) -> Verdict | None:
                 c_ok = True
         if not c_ok:
             return None
-        rs = dns.responses(q)
-        if len(rs) > 1 and len({(r.get("rcode"), frozenset(r.get("addresses") or [])) for r in rs}) > 1:
-            return None  # a race of differing answers
         for r in rs:
             values = (list(r.get("addresses") or []) + dns._cnames(r)) if r.get("answers") else (
                 r.get("addresses") or ())
             for value in values:
                 if type(value) is not str:
                     return None
-                if match_dns(value) is not None and value not in control_addrs:
+                # for a str, match_dns cannot raise: asking the set first changes nothing
+                if value not in control_addrs and match_dns(value) is not None:
                     return None  # a known block-page or forged answer
         addrs = dns.first_addresses(q, rs)
         if not addrs:
@@ -89,13 +107,6 @@ def web_ok(m: Measurement) -> Verdict | None:
             return None  # differing answers: the CDN / consistency checks decide
         if first is None:
             first = (q, addrs)
-    conns = ops.get("connect")
-    if conns and all(c.get("failure") for c in conns):
-        return None
-    host = m.host
-    hss = [h for h in ops.get("tls_handshake") or () if h.get("server_name") in (host, None)]
-    if hss and not any(not h.get("failure") and verified_for_name(h) and control_handshakes(m, h) for h in hss):
-        return None
     q, addrs = first  # type: ignore[misc]  # qs is not empty
     # dns.judge's "shared with the control" verdict; dns.pick keeps the first of equal ones
     return ok(E.sentence(f"{E.name(q)} answered {E.addresses(addrs)}, shared with the control"), 0.9)
