@@ -12,10 +12,14 @@ and builds that one verdict, with the same evidence text; anything unusual
 the DNS rules, a control lookup that timed out, other operations) returns
 None and the general rules judge the measurement.
 
-``ENABLED`` switches the fast paths off (tests compare both ways).
+``ENABLED`` switches the fast paths off (tests compare both ways); the environment
+variable ``CENSORSCOPE_VERDICT_FAST_PATHS=0`` sets it False at import (to compare
+speeds in a benchmark's worker processes).
 """
 
 from __future__ import annotations
+
+import os
 
 from censorscope.analysis.verdicts import dns
 from censorscope.analysis.verdicts import evidence as E
@@ -24,7 +28,7 @@ from censorscope.analysis.verdicts.core import Measurement, Verdict, ok
 from censorscope.analysis.verdicts.fingerprints import is_bogon, match_dns
 
 #: False: every measurement goes through the general rules
-ENABLED = True
+ENABLED = os.environ.get("CENSORSCOPE_VERDICT_FAST_PATHS", "1") != "0"
 
 #: the operations a measurement of the fast shape may contain
 _WEB_OK_OPS = frozenset(("dns_query", "connect", "tls_handshake"))

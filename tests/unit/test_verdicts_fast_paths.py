@@ -517,3 +517,17 @@ def test_same_vantage_index_equals_the_scan(corpus: list[dict[str, Any]]) -> Non
     ctx = Context(odd)
     for m in odd:
         assert ctx.same_vantage(m) == [o for o in odd if o is not m and o.vantage_key == m.vantage_key]
+
+
+def test_fast_paths_switch_from_the_environment() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = "from censorscope.analysis.verdicts import fast; print(fast.ENABLED)"
+    for value, want in (("0", "False"), ("1", "True"), (None, "True")):
+        env = {k: v for k, v in os.environ.items() if k != "CENSORSCOPE_VERDICT_FAST_PATHS"}
+        if value is not None:
+            env["CENSORSCOPE_VERDICT_FAST_PATHS"] = value
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == want
