@@ -26,7 +26,7 @@ from censorscope.analysis.verdicts.core import (
 
 def _tls_works(m: Measurement, ctx: Context) -> str | None:
     for o in ctx.same_vantage(m):
-        for hs in o.ops("tls_handshake"):
+        for hs in o.ops_view("tls_handshake"):
             if not hs.get("failure") and hs.get("server_name") == m.host:
                 return f"{o.probe} measurement {o.id}: {E.outcome(hs)}"
     return None

@@ -49,7 +49,7 @@ def references(m: Measurement, target: dict[str, Any], ctx: Context) -> list[tup
     for other in ctx.same_vantage(m):
         if other.probe != "throughput":
             continue
-        for o in other.ops("throughput"):
+        for o in other.ops_view("throughput"):
             if (not o.get("failure") and address_of(o) == addr and o.get("samples")
                     and o.get("server_name") != target.get("server_name")):
                 out.append((f"measurement {other.id} {E.name(o)} (SNI {o.get('server_name')})", o))
