@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from censorscope.analysis.verdicts import dns, fast
+from censorscope.analysis.verdicts import dns
 from censorscope.analysis.verdicts import evidence as E
 from censorscope.analysis.verdicts.context import Context, leaf_sha256, verified_for_name
 from censorscope.analysis.verdicts.core import Measurement, Verdict, address_of, inconclusive, ip_of, ok
@@ -62,10 +62,6 @@ def address_checks(m: Measurement) -> dns.Checks:
 
 def rule(m: Measurement, ctx: Context) -> Verdict:
     """Judge a ``web`` measurement stage by stage (see the module docstring)."""
-    if fast.ENABLED:  # the commonest shape, everything consistent: same verdict, far less work
-        v = fast.web_ok(m)
-        if v is not None:
-            return v
     rts = m.ops_view("http_round_trip")
     for rt in rts:
         bp = blockpage_verdict(rt)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from censorscope.analysis.verdicts import dns, fast, verdicts, web
+from censorscope.analysis.verdicts import dns, verdicts
 from censorscope.analysis.verdicts.combine import ResidualTracker, combine_attempts, event_time, group_key
 from censorscope.analysis.verdicts.context import Context, leaf_sha256, verified_for_name
 from censorscope.analysis.verdicts.core import (
@@ -24,7 +24,7 @@ from censorscope.analysis.verdicts.core import (
     host_of,
     ip_of,
 )
-from censorscope.analysis.verdicts.engine import _fewer_gc_passes, _judge_one, judge_batch, verdict_columns
+from censorscope.analysis.verdicts.engine import _fewer_gc_passes, _judge_one, judge_batch
 from censorscope.analysis.verdicts.tls import control_handshakes, judge_handshake
 from censorscope.analysis.verdicts.web import _spanning, address_checks
 
@@ -348,161 +348,6 @@ def test_batch_facts_gathered_only_when_asked(corpus: list[dict[str, Any]]) -> N
     assert ctx._facts is facts
 
 
-# --- the shape-specialised fast path (analysis/verdicts/fast.py) against the general rules --------
-LAB_DAYS = Path(__file__).resolve().parents[2] / "data" / "samples" / "lab-days.jsonl.gz"
-
-
-def _lab_days() -> list[dict[str, Any]]:
-    import gzip
-    import json
-
-    with gzip.open(LAB_DAYS, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-@pytest.fixture()
-def general_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fast, "ENABLED", False)
-
-
-def _general(r: dict[str, Any]) -> Verdict:
-    saved = fast.ENABLED
-    fast.ENABLED = False
-    try:
-        m = Measurement(r)
-        return web.rule(m, Context([m]))
-    finally:
-        fast.ENABLED = saved
-
-
-def test_web_fast_path_equals_the_general_rules(corpus: list[dict[str, Any]]) -> None:
-    """Every measurement of the corpus and of the lab sample that takes the fast path gets exactly the
-    verdict the general rules give it (all fields); the fast path is common, and it is ok only."""
-    recs = corpus + _lab_days()
-    hits = 0
-    for r in recs:
-        if not isinstance(r, dict) or r.get("probe") != "web":
-            continue
-        v = fast.web_ok(Measurement(r))
-        if v is not None:
-            hits += 1
-            assert _key(v) == _key(_general(r)), r.get("measurement_id")
-    assert hits > 1500
-    assert sum(fast.web_ok(Measurement(r)) is not None for r in corpus if r.get("probe") == "web") < len(corpus)
-
-
-@pytest.mark.parametrize("which", ["corpus", "lab_days"])
-def test_verdict_table_same_with_fast_path_off_and_on(which: str, corpus: list[dict[str, Any]],
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """The whole table (every column, every row) with the fast path switched on equals it switched off."""
-    recs = corpus if which == "corpus" else _lab_days()
-    on = verdict_columns(copy.deepcopy(recs))
-    monkeypatch.setattr(fast, "ENABLED", False)
-    off = verdict_columns(copy.deepcopy(recs))
-    assert on == off and len(on["verdict"]) > 100
-
-
-def test_golden_table_with_the_fast_path_off(general_only: None) -> None:
-    """The golden table is reproduced by the general rules alone too (the golden test runs with the
-    fast path on): both ways give the stored table byte for byte."""
-    import gzip
-
-    golden = _golden()
-    assert golden.golden_csv() == gzip.decompress(golden.FIXTURE.read_bytes()).decode("utf-8")
-
-
-def _fast_record() -> dict[str, Any]:
-    """A bench record that takes the fast path (a site that works, sites 0-2 mod 7)."""
-    rec = _golden()._bench()._measurement(0, random.Random(1))
-    while fast.web_ok(Measurement(rec)) is None:
-        rec = _golden()._bench()._measurement(0, random.Random(random.randrange(1 << 30)))
-    return rec
-
-
-def _forged(r: dict[str, Any]) -> None:
-    from censorscope.analysis.verdicts.fingerprints import dns_fingerprints
-
-    fp = next(f for f in dns_fingerprints() if f.match.get("addresses"))
-    a = fp.match["addresses"][0]
-    q = r["observations"][0]
-    # a new response dict: the bench shares one between the measurement and the control
-    q["responses"][0] = dict(q["responses"][0], addresses=[a, *q["responses"][0]["addresses"]])
-    q["addresses"] = list(q["responses"][0]["addresses"])
-
-
-def _race(r: dict[str, Any]) -> None:
-    q = r["observations"][0]
-    q["responses"].insert(0, dict(q["responses"][0], addresses=["198.51.100.9", *q["addresses"]]))
-
-
-def _obs(r: dict[str, Any], op: str, control: bool = False) -> dict[str, Any]:
-    ol = r["control"]["observations"] if control else r["observations"]
-    return next(o for o in ol if o["operation"] == op)
-
-
-#: changes that each make the measurement unusual: the fast path must leave every one to the general rules
-_UNUSUAL: dict[str, Any] = {
-    "dns failure": lambda r: _obs(r, "dns_query").update(failure="dns_nxdomain_error"),
-    "no control": lambda r: r.update(control=None),
-    "control failed": lambda r: r.update(control={"failure": "x", "observations": r["control"]["observations"]}),
-    "control dns timeout": lambda r: _obs(r, "dns_query", True).update(failure="generic_timeout_error"),
-    "control dns failed": lambda r: _obs(r, "dns_query", True).update(failure="dns_servfail_error"),
-    "control other name": lambda r: _obs(r, "dns_query", True).update(query_name="other.example"),
-    "control resolve": lambda r: r["control"]["observations"].append(
-        {"id": 9, "operation": "resolve", "query_name": _obs(r, "dns_query")["query_name"], "addresses": []}),
-    "resolve": lambda r: r["observations"].append(
-        {"id": 9, "operation": "resolve", "query_name": _obs(r, "dns_query")["query_name"], "addresses": []}),
-    "http round trip": lambda r: r["observations"].append(
-        {"id": 9, "operation": "http_round_trip", "parent_id": 3, "failure": None, "status": 200}),
-    "other operation": lambda r: r["observations"].append({"id": 9, "operation": "quic_handshake"}),
-    "race": _race,
-    "forged answer": _forged,
-    "bogon answer": lambda r: _obs(r, "dns_query").update(addresses=["127.0.0.2"]),
-    "differing answer": lambda r: _obs(r, "dns_query").update(addresses=["198.51.100.77"]),
-    "no addresses": lambda r: (_obs(r, "dns_query").update(addresses=[]),
-                               [x.update(addresses=[]) for x in _obs(r, "dns_query")["responses"]]),
-    "no dns server": lambda r: r.update(annotations={"no_dns_server": True}),
-    "connect failed": lambda r: _obs(r, "connect").update(failure="connection_reset"),
-    "tls failed": lambda r: _obs(r, "tls_handshake").update(failure="connection_reset"),
-    "tls not verified": lambda r: _obs(r, "tls_handshake").update(verification={"ok": False}),
-    "tls wrong host": lambda r: _obs(r, "tls_handshake").update(
-        verification={"ok": True, "hostname_ok": False}),
-    "control no tls": lambda r: r["control"].update(observations=[
-        o for o in r["control"]["observations"] if o["operation"] != "tls_handshake"]),
-    "control tls other sni": lambda r: _obs(r, "tls_handshake", True).update(server_name="x.example"),
-}
-
-
-@pytest.mark.parametrize("change", sorted(_UNUSUAL))
-def test_unusual_measurements_take_the_general_rules(change: str) -> None:
-    base = _fast_record()
-    assert fast.web_ok(Measurement(base)) is not None
-    r = copy.deepcopy(base)
-    _UNUSUAL[change](r)
-    assert fast.web_ok(Measurement(r)) is None
-    m = Measurement(r)
-    assert _key(web.rule(m, Context([m]))) == _key(_general(r))
-
-
-def test_harmless_changes_keep_the_fast_path() -> None:
-    """Changes the general rules ignore on this path keep the fast path, and the same verdict
-    (so the fast path's conditions are not simply "never")."""
-    base = _fast_record()
-    changes = [
-        lambda r: _obs(r, "dns_query")["responses"].append(copy.deepcopy(_obs(r, "dns_query")["responses"][0])),
-        lambda r: r["observations"].append(dict(copy.deepcopy(_obs(r, "dns_query")), id=7, query_type="AAAA")),
-        lambda r: r.update(annotations={"confirms": "m0", "retest_reason": "a re-test"}),
-        lambda r: r["observations"].append(dict(copy.deepcopy(_obs(r, "connect")), id=8,
-                                                failure="connection_refused")),
-        lambda r: r["observations"].remove(_obs(r, "tls_handshake")),
-    ]
-    for change in changes:
-        r = copy.deepcopy(base)
-        change(r)
-        v = fast.web_ok(Measurement(r))
-        assert v is not None and _key(v) == _key(_general(r))
-
-
 def test_same_vantage_index_equals_the_scan(corpus: list[dict[str, Any]]) -> None:
     ms = [Measurement(r) for r in corpus[::5]]
     ms += [Measurement(dict(r, vantage={"cc": "ZZ", "asn": f"AS{i % 3}"}, run_id=f"r{i % 2}"))
@@ -517,17 +362,3 @@ def test_same_vantage_index_equals_the_scan(corpus: list[dict[str, Any]]) -> Non
     ctx = Context(odd)
     for m in odd:
         assert ctx.same_vantage(m) == [o for o in odd if o is not m and o.vantage_key == m.vantage_key]
-
-
-def test_fast_paths_switch_from_the_environment() -> None:
-    import os
-    import subprocess
-    import sys
-
-    code = "from censorscope.analysis.verdicts import fast; print(fast.ENABLED)"
-    for value, want in (("0", "False"), ("1", "True"), (None, "True")):
-        env = {k: v for k, v in os.environ.items() if k != "CENSORSCOPE_VERDICT_FAST_PATHS"}
-        if value is not None:
-            env["CENSORSCOPE_VERDICT_FAST_PATHS"] = value
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-        assert out.stdout.strip() == want
