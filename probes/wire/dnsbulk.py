@@ -26,14 +26,13 @@ import socket
 import struct
 from typing import Any
 
-from censorscope.probes.wire.dnswire import RCODES, flags_text
+from censorscope.probes.wire.dnswire import RCODES, flags_text, usual_rr_head
 
 __all__ = ["echo_record", "wire_name"]
 
 _LENGTH = [None] + [bytes([n]) for n in range(1, 64)]  # index 0 (an empty label) is invalid
 _HEADER = struct.Struct("!6H")
 _PTR_RRHEAD = struct.Struct("!HHHIH")  # compression pointer + RR header
-_RRHEAD = struct.Struct("!HHIH")
 _QUESTION_POINTER = 0xC00C  # a pointer to offset 12: the question name
 _ntoa = socket.inet_ntoa
 _ntop = socket.inet_ntop
@@ -100,15 +99,10 @@ _FLAGS: dict[int, tuple[str, ...]] = {f: tuple(flags_text(f)) for f in range(0x1
 def _rest_ok(data: bytes, off: int, count: int, n: int) -> bool:
     """Authority and additional records well formed (as ``dnswire`` checks them), no extended rcode."""
     for _ in range(count):
-        # owners: the root (OPT) or a compression pointer; anything else takes the general path
-        if off + 11 <= n and data[off] == 0:
-            rtype, _rclass, ttl, rdlen = _RRHEAD.unpack_from(data, off + 1)
-            off += 11
-        elif off + 12 <= n and data[off] >= 0xC0:
-            _ptr, rtype, _rclass, ttl, rdlen = _PTR_RRHEAD.unpack_from(data, off)
-            off += 12
-        else:
+        head = usual_rr_head(data, off, n)  # any other owner takes the general path
+        if head is None:
             return False
+        rtype, ttl, rdlen, off = head
         if rtype == 41 and ttl >> 24:  # an OPT record carrying an extended rcode
             return False
         off += rdlen

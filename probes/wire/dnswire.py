@@ -328,13 +328,9 @@ def _records(data: bytes, off: int, an: int, rest: int, seen: dict[int, str]) ->
             raise _Unusual
         off = end
     for _ in range(rest):
-        # Usual owners: the root (OPT) or a pointer (authority, glue), each read with one unpack.
-        if off + 11 <= n and data[off] == 0:
-            rtype, _rclass, ttl, rdlen = _RRHEAD.unpack_from(data, off + 1)
-            off += 11
-        elif off + 12 <= n and data[off] >= 0xC0:
-            _ptr, rtype, _rclass, ttl, rdlen = _PTR_RRHEAD.unpack_from(data, off)
-            off += 12
+        head = usual_rr_head(data, off, n)
+        if head is not None:
+            rtype, ttl, rdlen, off = head
         else:
             off = _skip_name(data, off)
             if off + 10 > n:
@@ -347,6 +343,19 @@ def _records(data: bytes, off: int, an: int, rest: int, seen: dict[int, str]) ->
         if off > n:
             raise _Unusual
     return answers
+
+
+def usual_rr_head(data: bytes, off: int, n: int) -> tuple[int, int, int, int] | None:
+    """``(rtype, ttl, rdlength, offset of the rdata)`` of the record at ``off`` when its owner is one of
+    the usual ones of authority/additional records, the root (OPT) or a compression pointer (read with one
+    unpack each); None for any other owner or a header that does not fit in ``n`` bytes."""
+    if off + 11 <= n and data[off] == 0:
+        rtype, _rclass, ttl, rdlen = _RRHEAD.unpack_from(data, off + 1)
+        return rtype, ttl, rdlen, off + 11
+    if off + 12 <= n and data[off] >= 0xC0:
+        _ptr, rtype, _rclass, ttl, rdlen = _PTR_RRHEAD.unpack_from(data, off)
+        return rtype, ttl, rdlen, off + 12
+    return None
 
 
 def parse_echo(data: bytes, question: bytes, qname: str) -> tuple[int, int, list[dict[str, Any]]] | None:
