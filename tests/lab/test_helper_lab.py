@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from subprocs import stop_process
 
 from censorscope.analysis.verdicts.engine import verdict_rows
 from censorscope.lab import addressing as A
@@ -45,12 +45,7 @@ def helper_in_control(use_scenario):
 
     yield start
     for p in procs:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        stop_process(p)
 
 
 def test_throttling_confirmed_with_control_and_same_path_reference(helper_in_control, tmp_path):

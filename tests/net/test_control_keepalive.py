@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import signal
 import socket
 import struct
 import subprocess
@@ -25,6 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
+from subprocs import stop_process
 
 from censorscope.measure import cli_helper, control
 from censorscope.measure.control import ControlClient
@@ -192,9 +192,4 @@ def test_helper_serve_keeps_an_idle_connection_past_uvicorns_default():
             s.sendall(request)
             assert _status(s) == b"HTTP/1.1 200 OK", "the helper closed an idle connection after 5 s"
     finally:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        stop_process(p)
