@@ -9,6 +9,9 @@ QUIC is singled out). Both sides failing: ``down``.
 
 from __future__ import annotations
 
+import weakref
+from typing import Any
+
 from censorscope.analysis.verdicts import evidence as E
 from censorscope.analysis.verdicts.context import Context
 from censorscope.analysis.verdicts.core import (
@@ -25,11 +28,45 @@ from censorscope.analysis.verdicts.core import (
 
 
 def _tls_works(m: Measurement, ctx: Context) -> str | None:
+    """The first successful TLS handshake with this SNI from another measurement of the same vantage
+    and run (batch order), described; None if there is none."""
+    index = _successful_tls(ctx)
+    if index is not None:
+        try:
+            pairs = index.get((m.vantage_key, m.host), ())
+        except TypeError:  # m (not from this batch) has an unhashable vantage
+            pairs = None
+        if pairs is not None:
+            for o, hs in pairs:
+                if o is not m:
+                    return f"{o.probe} measurement {o.id}: {E.outcome(hs)}"
+            return None
     for o in ctx.same_vantage(m):
         for hs in o.ops_view("tls_handshake"):
             if not hs.get("failure") and hs.get("server_name") == m.host:
                 return f"{o.probe} measurement {o.id}: {E.outcome(hs)}"
     return None
+
+
+_TlsIndex = dict[tuple[Any, Any], list[tuple[Measurement, dict[str, Any]]]]
+_tls_index: weakref.WeakKeyDictionary[Context, _TlsIndex | None] = weakref.WeakKeyDictionary()
+
+
+def _successful_tls(ctx: Context) -> _TlsIndex | None:
+    """(vantage, SNI) -> successful handshakes of the batch in batch order, built once per batch (a scan
+    of the vantage per quic measurement made judging quadratic); None when a vantage is unhashable."""
+    if ctx in _tls_index:
+        return _tls_index[ctx]
+    index: _TlsIndex | None = {}
+    try:
+        for o in ctx.measurements:
+            for hs in o.ops_view("tls_handshake"):
+                if not hs.get("failure"):
+                    index.setdefault((o.vantage_key, hs.get("server_name")), []).append((o, hs))  # type: ignore[union-attr]
+    except TypeError:
+        index = None
+    _tls_index[ctx] = index
+    return index
 
 
 def rule(m: Measurement, ctx: Context) -> Verdict:

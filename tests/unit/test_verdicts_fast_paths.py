@@ -362,3 +362,26 @@ def test_same_vantage_index_equals_the_scan(corpus: list[dict[str, Any]]) -> Non
     ctx = Context(odd)
     for m in odd:
         assert ctx.same_vantage(m) == [o for o in odd if o is not m and o.vantage_key == m.vantage_key]
+
+
+def test_quic_tls_index_equals_the_scan(corpus: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """quic's "TLS to the same host works from this vantage" evidence from the per-batch index equals
+    the scan over same-vantage measurements, also for a quic measurement from outside the batch and a
+    batch with an unhashable vantage."""
+    from censorscope.analysis.verdicts import quic
+
+    ms = [Measurement(r) for r in corpus[::3]]
+    ms += [Measurement(dict(r, vantage={"cc": "ZZ", "asn": f"AS{i % 3}"}, run_id=f"r{i % 2}"))
+           for i, r in enumerate(corpus[:80])]
+    hosts = {m.host for m in ms if m.ops("tls_handshake")}
+    assert len(hosts) > 3
+    outsider = Measurement(dict(corpus[0], measurement_id="outside"))
+    odd = ms[:20] + [Measurement(dict(corpus[1], vantage={"cc": ["ZZ"], "asn": "AS1"}))]  # unhashable
+    for batch in (ms, odd):
+        ctx = Context(batch)
+        got = [quic._tls_works(m, ctx) for m in [*batch, outsider]]
+        with monkeypatch.context() as mp:
+            mp.setattr(quic, "_successful_tls", lambda ctx: None)
+            want = [quic._tls_works(m, Context(batch)) for m in [*batch, outsider]]
+        assert got == want
+        assert sum(g is not None for g in got) > 0 if batch is ms else True
