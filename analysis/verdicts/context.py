@@ -79,6 +79,7 @@ class Context:
         self.by_id = {m.id: m for m in measurements}
         self._facts: _Facts | None = None
         self._by_vantage: dict[tuple[Any, ...], list[Measurement]] | None = None
+        self._by_vantage_probe: dict[tuple[Any, ...], list[Measurement]] | None = None
 
     def _batch_facts(self) -> _Facts:
         facts = self._facts
@@ -142,6 +143,26 @@ class Context:
             return [o for o in self.measurements if o is not m and o.vantage_key == m.vantage_key]
         return [o for o in same if o is not m]
 
+
+    def same_vantage_probe(self, m: Measurement, probe: str) -> list[Measurement]:
+        """``same_vantage(m)`` restricted to measurements of ``probe`` (batch order), from an index by
+        (vantage, probe) built on first use: rules that look for one probe's measurements (throughput
+        references) no longer walk every measurement of the vantage per call."""
+        index = self._by_vantage_probe
+        if index is None:
+            index = {}
+            try:
+                for o in self.measurements:
+                    index.setdefault((o.vantage_key, o.probe), []).append(o)
+            except TypeError:
+                index = _UNINDEXABLE
+            self._by_vantage_probe = index
+        if index is not _UNINDEXABLE:
+            try:
+                return [o for o in index.get((m.vantage_key, probe), ()) if o is not m]
+            except TypeError:
+                pass  # m itself (not from this batch) has an unhashable vantage
+        return [o for o in self.same_vantage(m) if o.probe == probe]
 
 #: marks a batch whose vantages cannot be indexed
 _UNINDEXABLE: dict[tuple[Any, ...], list[Measurement]] = {}

@@ -46,9 +46,7 @@ def references(m: Measurement, target: dict[str, Any], ctx: Context) -> list[tup
     out = [(f"this measurement's {E.name(o)} (SNI {o.get('server_name')})", o)
            for o in m.ops("throughput") if o is not target and not o.get("failure")
            and address_of(o) == addr and o.get("server_name") != target.get("server_name")]
-    for other in ctx.same_vantage(m):
-        if other.probe != "throughput":
-            continue
+    for other in ctx.same_vantage_probe(m, "throughput"):
         for o in other.ops_view("throughput"):
             if (not o.get("failure") and address_of(o) == addr and o.get("samples")
                     and o.get("server_name") != target.get("server_name")):

@@ -385,3 +385,20 @@ def test_quic_tls_index_equals_the_scan(corpus: list[dict[str, Any]], monkeypatc
             want = [quic._tls_works(m, Context(batch)) for m in [*batch, outsider]]
         assert got == want
         assert sum(g is not None for g in got) > 0 if batch is ms else True
+
+
+def test_same_vantage_probe_equals_the_filtered_scan(corpus: list[dict[str, Any]]) -> None:
+    ms = [Measurement(r) for r in corpus[::4]]
+    ms += [Measurement(dict(r, vantage={"cc": "ZZ", "asn": f"AS{i % 3}"}, run_id=f"r{i % 2}",
+                            probe="throughput" if i % 4 == 0 else r.get("probe")))
+           for i, r in enumerate(corpus[:80])]
+    outsider = Measurement(dict(corpus[0], measurement_id="outside"))
+    odd = ms[:20] + [Measurement(dict(corpus[1], vantage={"cc": ["ZZ"], "asn": "AS1"}))]  # unhashable
+    for batch in (ms, odd):
+        ctx = Context(batch)
+        for probe in {m.probe for m in batch} | {"throughput"}:
+            for m in [*batch, outsider]:
+                want = [o for o in batch if o is not m and o.vantage_key == m.vantage_key and o.probe == probe]
+                got = ctx.same_vantage_probe(m, probe)
+                assert len(got) == len(want) and all(a is b for a, b in zip(got, want, strict=True))
+    assert any(Context(ms).same_vantage_probe(m, "throughput") for m in ms)
