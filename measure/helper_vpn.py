@@ -187,7 +187,10 @@ def apply_caps(probe: str, options: Any, max_runtime: float) -> list[str]:
         if rule.floor is not None:
             new = max(new, rule.floor)
         if new != value:
-            setattr(options, name, type(value)(new))
+            # a JSON integer for a float option (``"interval": 0``) must not round a fractional floor
+            # back down: int(0.05) is 0, and the floor would be reported applied but not hold
+            whole = isinstance(value, int) and float(new).is_integer()
+            setattr(options, name, int(new) if whole else float(new))
             changed.append(name)
     if probe == "fet":
         changed += [n for n in _fit_fet(options, FET_BUDGET_SHARE * max_runtime) if n not in changed]

@@ -68,6 +68,15 @@ def test_fet_attempts_fit_the_worst_case_budget():
         apply_caps("fet", fet.Options(), 10.0)
 
 
+def test_fractional_floor_holds_for_a_json_integer():
+    # JSON gives 0, not 0.0, for "interval": 0; the 0.05 s floor must not be cut back to int 0
+    o = fet.Options(attempts=2, interval=0, timeout=2.0, read_timeout=1.0)
+    assert apply_caps("fet", o, 60.0) == ["interval"] and o.interval == 0.05
+    big = fet.Options(attempts=25, payload_length=5000, timeout=2.0, read_timeout=1.0, followups=0)
+    apply_caps("fet", big, 600.0)
+    assert (big.attempts, big.payload_length) == (20, 1024) and isinstance(big.attempts, int)
+
+
 def test_proxy_dest_is_a_destination():
     assert destinations("socks", "socks://203.0.113.1:1080?dest=198.51.100.9:80", socks.Options()) == [
         "203.0.113.1", "198.51.100.9"]
