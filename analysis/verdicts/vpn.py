@@ -22,7 +22,8 @@ sub-method the evidence supports, ``vpn.<protocol>.blocked.<sub-method>``:
   protocol passes and this port is singled out: ``port``.
 * ``fet`` and ``residual`` come from the ``fet`` probe's rule (fet.py).
 
-Refused or timed out in both: ``down``. A probe that expects no answer (the
+A failed UDP ``connect`` (local routing: nothing was sent) is
+``inconclusive``. Refused or timed out in both: ``down``. A probe that expects no answer (the
 wireguard probe without the client key) proves nothing: ``inconclusive``.
 The registry lets protocol owners replace this rule with a more specific one
 (``register(name, rule, replace=True)``).
@@ -189,6 +190,11 @@ def rule(m: Measurement, ctx: Context) -> Verdict:
         return v
     stage = str(v.method).rsplit(".", 1)[-1]
     proto = transport(m, failed)
+    if failed.get("operation") == "connect" and proto == "udp":
+        # connecting a UDP socket sends nothing: only the vantage's own routing can fail it (no route,
+        # an unreachable or prohibit route), never a censor on the path
+        return inconclusive(E.sentence(v.evidence, "connecting a UDP socket sends no packet, so its failure is "
+                                       "this vantage's own routing, not the path to the server"), WEAK)
     how = "dropped" if stage.endswith("_drop") else "reset" if stage.endswith("_reset") else "refused"
     if failed.get("operation") == "connect" and proto != "udp":
         return _sub(v, f"{prefix}.{PORT}", f"the TCP connection itself was {how} before any {m.probe} byte was "

@@ -51,6 +51,14 @@ def test_tcp_connect_failure_is_port(failure):
     assert "before any pptp byte was sent" in v.evidence and "stage: connect_" in v.evidence
 
 
+@pytest.mark.parametrize("failure", ["host_unreachable", "connection_refused", "generic_timeout_error"])
+def test_udp_socket_connect_failure_is_not_blocking(failure):
+    # a UDP socket's connect sends nothing: it fails only on the vantage's own routing
+    obs, ctl = vpn("wireguard", "wireguard_handshake", 51820, "udp", conn_failure=failure)
+    v = verdict_for(meas("wireguard", f"wireguard://{SRV}:51820", obs, ctl))
+    assert v.verdict == "inconclusive" and "sends no packet" in v.evidence
+
+
 @pytest.mark.parametrize("failure,stage", [("generic_timeout_error", "handshake_drop"),
                                            ("connection_reset", "handshake_reset")])
 def test_tcp_connected_then_handshake_fails_is_fingerprint(failure, stage):
