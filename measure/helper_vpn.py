@@ -83,7 +83,7 @@ _DEST = Text(r"(?=.{1,300}$)(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}", "HO
 #: Options a request may set, per probe. Anything else is refused (400).
 OPTIONS: dict[str, dict[str, Rule]] = {
     "openvpn": {"proto": _PROTO, "timeout": _TIMEOUT, "hold": _HOLD},
-    "wireguard": {"pubkey": _PUBKEY, "timeout": _TIMEOUT},
+    "wireguard": {"pubkey": _PUBKEY, "timeout": _TIMEOUT, "retransmit": Number(0, 10)},
     "ikev2": {"group": Choice((14, 19, 31)), "nat_t": Flag(), "timeout": _TIMEOUT},
     "pptp": {"timeout": _TIMEOUT},
     "l2tp": {"timeout": _TIMEOUT, "hold": _HOLD},

@@ -21,10 +21,13 @@ PrivateKey``, ``[Peer] PublicKey``/``PresharedKey``).
 
 from __future__ import annotations
 
+import asyncio
 import os
+import random
 from dataclasses import dataclass, field
 
 from censorscope.probes.errors import ConfigError
+from censorscope.probes.failures import GENERIC_TIMEOUT
 from censorscope.probes.net import Net
 from censorscope.probes.observation import Observation
 from censorscope.probes.vpn_common import (
@@ -51,6 +54,9 @@ class Options:
     private_key: str | None = field(default=None, metadata={"help": "Client private key the server knows (base64)."})
     preshared_key: str | None = field(default=None, metadata={"help": "Preshared key (base64), if the peer has one."})
     timeout: float = field(default=5.0, metadata={"help": "Seconds to wait for the response."})
+    retransmit: float = field(default=1.0, metadata={
+        "help": "With the client key: seconds of silence after which a new initiation is sent (new "
+                "sender index and ephemeral key, newer timestamp), until the timeout; 0 sends one."})
     config: str | None = field(default=None, metadata={"help": "TOML or wg-quick file with the keys."})
 
 
@@ -94,7 +100,8 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
         mode = "unknown_peer"
     else:
         mode = "random_responder"
-    ini = wire.Initiator(server_pub or os.urandom(32), client_priv if mode == "handshake" else None, psk)
+    static = client_priv if mode == "handshake" else None
+    ini = wire.Initiator(server_pub or os.urandom(32), static, psk)
     rec = new_recorder(net)
     sock, conn = udp_open(rec, net, t)
     if sock is None:
@@ -106,40 +113,67 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     )
     responses: list[dict] = []
     fields: dict = {"responses": responses}
+    # Only with the client key is an answer expected: silence then gets new initiations, as WireGuard
+    # itself retransmits (REKEY_TIMEOUT, 5 s in the whitepaper, §6.1). One lost datagram, or a server
+    # dropping an initiation of this peer that came within 20 ms of another (wireguard-go's flood limit)
+    # or with an older timestamp (its replay check), must not read as blocking.
+    retransmit = float(cfg.get("retransmit", options.retransmit)) if mode == "handshake" else 0.0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    by_index = {ini.sender_index: ini}
+    initiations: list[float] = []
     try:
-        first = ini.initiation()
-        sent = len(first)
-        res = await udp_exchange(rec, sock, [first], timeout=timeout, stop=lambda d: True)
-        sent += res.bytes_sent - len(first)
+        sent = 0
         valid = None
         error = None
         cookie_retry = False
-        pending = list(res.datagrams)
-        while pending:
-            at, data = pending.pop(0)
-            item: dict = {"t": round(at, 6), "size": len(data)}
-            responses.append(item)
-            try:
-                msg = wire.parse_message(data)
-                item["type"] = msg.name
-                if msg.type == wire.COOKIE_REPLY and mode == "handshake" and not cookie_retry:
-                    # the server is under load and wants mac2: retry once with the cookie, as wg does
-                    cookie = ini.cookie_from_reply(data)
-                    cookie_retry = True
-                    again = ini.initiation(cookie=cookie)
-                    retry = await udp_exchange(rec, sock, [again], timeout=timeout, stop=lambda d: True)
-                    sent += retry.bytes_sent
-                    pending.extend(retry.datagrams)
-                    continue
-                if msg.type == wire.RESPONSE and mode == "handshake":
-                    ini.consume_response(data)
-                    item["valid"] = True
-                    valid = msg
-                    break
-            except wire.WireGuardWireError as exc:
-                item["error"] = str(exc)
-                error = error or str(exc)
-        fields.update(bytes_sent=sent, cookie_retry=cookie_retry)
+        failure = None
+        current = ini
+        while True:
+            packet = current.initiation()
+            initiations.append(round(rec.now(), 6))
+            wait = deadline - loop.time()
+            if retransmit > 0:
+                wait = min(wait, retransmit * random.uniform(1.0, 1.1))  # jitter, as wg's REKEY_TIMEOUT_JITTER
+            res = await udp_exchange(rec, sock, [packet], timeout=max(wait, 0.0), stop=lambda d: True)
+            sent += res.bytes_sent
+            failure = res.failure
+            pending = list(res.datagrams)
+            while pending:
+                at, data = pending.pop(0)
+                item: dict = {"t": round(at, 6), "size": len(data)}
+                responses.append(item)
+                try:
+                    msg = wire.parse_message(data)
+                    item["type"] = msg.name
+                    owner = by_index.get(msg.receiver, current) if msg.receiver is not None else current
+                    if msg.type == wire.COOKIE_REPLY and mode == "handshake" and not cookie_retry:
+                        # the server is under load and wants mac2: retry once with the cookie, as wg does
+                        cookie = owner.cookie_from_reply(data)
+                        cookie_retry = True
+                        again = owner.initiation(cookie=cookie)
+                        retry = await udp_exchange(rec, sock, [again], timeout=timeout, stop=lambda d: True)
+                        sent += retry.bytes_sent
+                        pending.extend(retry.datagrams)
+                        continue
+                    if msg.type == wire.RESPONSE and mode == "handshake":
+                        owner.consume_response(data)
+                        item["valid"] = True
+                        valid, ini = msg, owner
+                        break
+                except wire.WireGuardWireError as exc:
+                    item["error"] = str(exc)
+                    error = error or str(exc)
+            # any answer ends it (the path works; a bad answer is the server's word); so do an ICMP
+            # error, the timeout, and a single-initiation run
+            if responses or res.failure not in (None, GENERIC_TIMEOUT) or retransmit <= 0:
+                break
+            if deadline - loop.time() <= 0.05:
+                break
+            current = wire.Initiator(current.responder_public, static, psk)
+            by_index[current.sender_index] = current
+        fields.update(bytes_sent=sent, cookie_retry=cookie_retry, initiations_sent=len(initiations),
+                      initiation_times=initiations, sender_indexes=list(by_index))
         if valid is not None:
             try:
                 sock.send(ini.keepalive())  # as a real peer does: confirms the session to the server
@@ -148,14 +182,14 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
                 fields["keepalive_sent"] = False
             step.ok(**fields, server_sender_index=valid.sender)
         elif mode != "handshake":
-            if res.failure == "connection_refused":
-                step.fail(res.failure, **fields)
+            if failure == "connection_refused":
+                step.fail(failure, **fields)
             else:
                 # nothing (or something unexpected) came back where nothing was expected
                 step.ok(**fields, outcome="no_response_expected" if not responses else "unexpected_response")
         else:
             fail_unanswered(step, fields, parse_error=error, responses=responses,
-                            wanted="handshake response among the datagrams", failure=res.failure)
+                            wanted="handshake response among the datagrams", failure=failure)
     finally:
         sock.close()
     return rec.observations

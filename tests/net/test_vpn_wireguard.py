@@ -60,6 +60,34 @@ def test_wireguard_real_handshake(wg_server):
     wait_for(server_saw_handshake, timeout=10, what="handshake recorded by wireguard-go")
 
 
+def test_wireguard_same_peer_twice_at_once_both_verify(wg_server):
+    """Two handshakes of one client key at the same moment (a vantage and its control sharing a config,
+    as lab evaluate runs them): wireguard-go drops a peer's initiation within 20 ms of the previous
+    one, so the loser must retransmit rather than be recorded as unanswered (a false "blocked")."""
+    import threading
+
+    s = wg_server
+    time.sleep(0.2)
+    results: list[list[dict]] = []
+    start = threading.Barrier(2)
+
+    def one() -> None:
+        start.wait()
+        results.append(run_probe_in(s["ns"], "wireguard", f"wireguard://127.0.0.1:51820?pubkey={_b64(s['server_pub'])}",
+                                    private_key=_b64(s["client_priv"]), preshared_key=_b64(s["psk"]), timeout=4.0))
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    hss = [op(obs, "wireguard_handshake") for obs in results]
+    assert len(hss) == 2 and all(hs["failure"] is None for hs in hss), hss
+    assert all(hs["initiations_sent"] == len(hs["initiation_times"]) == len(hs["sender_indexes"]) for hs in hss)
+    assert all(hs["bytes_sent"] == 148 * hs["initiations_sent"] for hs in hss)
+    time.sleep(0.2)
+
+
 def test_wireguard_wrong_psk_does_not_verify(wg_server):
     s = wg_server
     # wireguard-go ignores a peer's initiations that come within 20 ms of the previous one

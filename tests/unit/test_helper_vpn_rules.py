@@ -88,7 +88,7 @@ def test_proxy_dest_is_a_destination():
 def test_client_side_options():
     sent, why = vpn_control_options("wireguard", f"wireguard://203.0.113.1:51820?pubkey={PUB}",
                                     wireguard.Options(timeout=2.0))
-    assert why is None and sent == {"pubkey": None, "timeout": 2.0}
+    assert why is None and sent == {"pubkey": None, "timeout": 2.0, "retransmit": 1.0}
     assert vpn_control_options("tor", "tor://203.0.113.1:443", tor.Options())[0] == {
         "fingerprint": None, "dirport": 0, "timeout": 15.0}
     sent, why = vpn_control_options("tor", "203.0.113.1:443", tor.Options(obfs4proxy="/opt/obfs4proxy"))
