@@ -30,6 +30,9 @@ from censorscope.probes.vpn_common import (
 )
 from censorscope.probes.wire import ikev2 as wire
 
+#: seconds of silence after which the IKE_SA_INIT request goes out again, unchanged (RFC 7296 s2.1:
+#: the initiator retransmits; the timing is the implementation's); a lost datagram is not blocking
+UDP_RESEND = 2.0
 NAME = "ikev2"
 VERSION = "0.1.0"
 SUMMARY = "IKEv2 IKE_SA_INIT (UDP 500, or 4500 with the non-ESP marker) with COOKIE / KE retry."
@@ -105,7 +108,8 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
                     return False
                 return m.spi_i == spi_i and bool(m.flags & wire.FLAG_RESPONSE)
 
-            res = await udp_exchange(rec, sock, [packet], timeout=timeout, stop=ours)
+            res = await udp_exchange(rec, sock, [packet], timeout=timeout, stop=ours, resend_every=UDP_RESEND)
+            attempt.update(bytes_sent=res.bytes_sent, transmissions=res.transmissions)
             last_failure = res.failure
             answer = None
             for at, data in res.datagrams:

@@ -24,6 +24,9 @@ from censorscope.probes.vpn_common import (
 )
 from censorscope.probes.wire import l2tp as wire
 
+#: seconds of silence after which the SCCRQ goes out again (RFC 2661 s5.8 recommends 1 s as the
+#: initial retransmission timeout); a single lost datagram must not read as blocking
+UDP_RESEND = 1.0
 NAME = "l2tp"
 VERSION = "0.1.0"
 SUMMARY = "L2TPv2 SCCRQ -> SCCRP exchange on UDP 1701."
@@ -59,7 +62,8 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
     request = wire.build_sccrq(our_tunnel, str(cfg.get("host_name", "censorscope")))
     step = rec.begin("l2tp_control", conn.id, address=t.address, assigned_tunnel_id_sent=our_tunnel)
     try:
-        res = await udp_exchange(rec, sock, [request], timeout=timeout, hold=hold, stop=_is_answer)
+        res = await udp_exchange(rec, sock, [request], timeout=timeout, hold=hold, stop=_is_answer,
+                                 resend_every=UDP_RESEND)
         responses = []
         answer = None
         parse_error = None
@@ -75,7 +79,7 @@ async def measure(target: str, net: Net, options: Options) -> list[Observation]:
                 item.update(parse_error=str(exc), head=data[:32].hex())
                 parse_error = parse_error or str(exc)
             responses.append(item)
-        fields: dict = dict(bytes_sent=res.bytes_sent, responses=responses)
+        fields: dict = dict(bytes_sent=res.bytes_sent, transmissions=res.transmissions, responses=responses)
         if answer is not None:
             fields.update(message_type=answer.message_type, avps=answer.summary(), tunnel_id=answer.tunnel_id)
             tid = answer.first(wire.AVP_ASSIGNED_TUNNEL_ID)

@@ -54,6 +54,9 @@ from censorscope.probes.vpn_common import (
 )
 from censorscope.probes.wire import openvpn as wire
 
+#: seconds of silence after which the client hard reset goes out again (OpenVPN's own reliability
+#: layer starts at 2 s); a single lost datagram must not read as blocking
+UDP_RESEND = 2.0
 NAME = "openvpn"
 VERSION = "0.1.0"
 SUMMARY = "OpenVPN hard reset (UDP or TCP, optional tls-auth/tls-crypt) and the server's reply."
@@ -259,7 +262,8 @@ async def _udp(rec: Recorder, net: Net, t: Target, sess: Session, timeout: float
             return False
 
     try:
-        res = await udp_exchange(rec, sock, [reset], timeout=timeout, hold=0.0 if ctx else hold, stop=stop)
+        res = await udp_exchange(rec, sock, [reset], timeout=timeout, hold=0.0 if ctx else hold, stop=stop,
+                                 resend_every=UDP_RESEND)
         items, answer, perr = [], None, None
         for at, data in res.datagrams:
             item, p, err = _describe(rec, at, data, sess)
@@ -267,7 +271,7 @@ async def _udp(rec: Recorder, net: Net, t: Target, sess: Session, timeout: float
             perr = perr or err
             if p is not None and answer is None and sess.is_answer(p):
                 answer = p
-        fields: dict = {}
+        fields: dict = {"bytes_sent": res.bytes_sent, "transmissions": res.transmissions}
         chan, first = _after_reset(sess, answer, ctx)
         if first is not None:
             try:

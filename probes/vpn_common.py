@@ -164,38 +164,61 @@ class UdpResult:
     datagrams: list[tuple[float, bytes]]
     failure: str | None
     bytes_sent: int
+    #: how many times the payloads went out (1 + retransmissions on silence)
+    transmissions: int = 1
 
 
 async def udp_exchange(
     rec: Recorder, sock: socket.socket, payloads: list[bytes], *, timeout: float, hold: float = 0.0,
-    stop: Any = None,
+    stop: Any = None, resend_every: float = 0.0,
 ) -> UdpResult:
     """Send ``payloads`` and collect datagrams until ``timeout`` (or ``hold`` s after ``stop``).
 
     ``stop(datagram) -> bool`` says that an expected answer arrived; the
     exchange then waits ``hold`` more seconds for late (e.g. real after
-    injected) datagrams. A failure is ``generic_timeout_error`` when nothing
-    came, or the classified socket error (ICMP unreachable -> refused).
+    injected) datagrams. With ``resend_every`` > 0 the same payloads go out
+    again after each such stretch of silence until the first datagram or the
+    timeout, as the protocols' own clients retransmit: one lost datagram on
+    a lossy path must not read as blocking. A failure is
+    ``generic_timeout_error`` when nothing came, or the classified socket
+    error (ICMP unreachable -> refused).
     """
     loop = asyncio.get_running_loop()
     sent = 0
+    transmissions = 0
     got: list[tuple[float, bytes]] = []
-    try:
-        for p in payloads:
-            await loop.sock_sendall(sock, p)
-            sent += len(p)
-    except Exception as exc:  # noqa: BLE001
-        return UdpResult(got, classify(exc), sent)
+
+    async def send_all() -> str | None:
+        nonlocal sent, transmissions
+        try:
+            for p in payloads:
+                await loop.sock_sendall(sock, p)
+                sent += len(p)
+        except Exception as exc:  # noqa: BLE001
+            return classify(exc)
+        transmissions += 1
+        return None
+
+    failure = await send_all()
+    if failure is not None:
+        return UdpResult(got, failure, sent, transmissions)
     deadline = loop.time() + timeout
-    failure: str | None = None
+    next_send = loop.time() + resend_every if resend_every > 0 else None
     while True:
-        left = deadline - loop.time()
+        now = loop.time()
+        left = deadline - now
         if left <= 0:
             break
+        wait = left if next_send is None or got else min(left, max(next_send - now, 0.0))
         try:
-            data = await asyncio.wait_for(loop.sock_recv(sock, 65535), left)
+            data = await asyncio.wait_for(loop.sock_recv(sock, 65535), wait)
         except TimeoutError:
-            break
+            if next_send is not None and not got and loop.time() < deadline - 0.05:
+                failure = await send_all()
+                if failure is not None:
+                    break
+                next_send = loop.time() + resend_every
+            continue
         except Exception as exc:  # noqa: BLE001
             failure = classify(exc)
             break
@@ -204,7 +227,7 @@ async def udp_exchange(
             deadline = min(deadline, loop.time() + hold)
     if not got and failure is None:
         failure = GENERIC_TIMEOUT
-    return UdpResult(got, failure, sent)
+    return UdpResult(got, failure, sent, transmissions)
 
 
 def fail_unanswered(step: Step, fields: dict[str, Any], *, parse_error: str | None, responses: list[Any],
