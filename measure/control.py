@@ -132,7 +132,9 @@ class ControlClient:
         """The helper's response, waiting out 429s until the deadline; a failure dict on trouble.
 
         A request that fails because the helper had closed the (pooled) connection is sent once
-        more on a new connection: the helper never saw it, or saw it without answering."""
+        more on a new connection. Usually the helper never saw it; rarely (the helper restarting
+        mid-response) it had already measured, and the control is then measured twice: the
+        second result is the one stored."""
         client, slots = self._http()
         end = time.monotonic() + self._deadline
         stale_retry = True

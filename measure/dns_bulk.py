@@ -48,6 +48,7 @@ import os
 import socket
 import struct
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -877,8 +878,10 @@ def _types(qtypes: tuple[str, ...]) -> list[tuple[str, int, bytes]]:
 
 
 def _use_worker() -> bool:
-    """A worker process pays off with a second CPU and ``fork`` (Linux and other Unixes)."""
-    return hasattr(os, "fork") and (os.cpu_count() or 1) >= 2
+    """A worker process pays off with a second CPU and ``fork`` (Linux and other Unixes); never when this
+    process runs other threads: a child forked while another thread holds a lock (logging, stdio, an
+    SFTP upload's) can hang on it, so the engine then stays in this process."""
+    return hasattr(os, "fork") and (os.cpu_count() or 1) >= 2 and threading.active_count() == 1
 
 
 async def resolve_many(

@@ -339,3 +339,24 @@ def test_the_worker_keeps_no_inherited_file_open(tmp_path):
         asyncio.run(resolve_many(["a.example", "late.example"], server.address, hold_window=0.05,
                                  on_result=on_result, worker=True))
     assert seen and target not in seen
+
+
+def test_no_worker_fork_while_other_threads_run():
+    """A fork while another thread holds a lock can hang the child: with a second thread alive the
+    engine stays in this process (and uses the worker again once it is alone)."""
+    import threading
+
+    from censorscope.measure import dns_bulk
+
+    if not (hasattr(os, "fork") and (os.cpu_count() or 1) >= 2):
+        pytest.skip("one CPU: the engine never forks here")
+    alone = threading.active_count() == 1
+    release = threading.Event()
+    t = threading.Thread(target=release.wait, daemon=True)
+    t.start()
+    try:
+        assert dns_bulk._use_worker() is False
+    finally:
+        release.set()
+        t.join()
+    assert dns_bulk._use_worker() is alone
