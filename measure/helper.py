@@ -379,7 +379,7 @@ class HelperApp:
         clamped = clamp_options(options)
         if vpn:
             try:
-                clamped += [n for n in helper_vpn.apply_caps(probe, options, self.config.max_runtime)
+                clamped += [n for n in helper_vpn.apply_caps(probe, options, self.config.max_runtime, target)
                             if n not in clamped]
             except ValueError as e:
                 raise BadRequest(str(e)) from None

@@ -172,11 +172,14 @@ def _check_text(where: str, rule: Text, value: str) -> None:
         raise ValueError(f"{where} must be {rule.what}")
 
 
-def apply_caps(probe: str, options: Any, max_runtime: float) -> list[str]:
+def apply_caps(probe: str, options: Any, max_runtime: float, target: str = "") -> list[str]:
     """Lower (or raise) ``options`` in place to ``probe``'s bounds; return the names changed.
 
     For ``fet``, ``attempts`` is also made explicit and cut so that the run's
-    worst case fits ``FET_BUDGET_SHARE`` of ``max_runtime``.
+    worst case fits ``FET_BUDGET_SHARE`` of ``max_runtime``; for the other
+    probes that declare a ``worst_case``, ``timeout`` is lowered until it
+    fits that share (a control cut off by the run limit says nothing, e.g.
+    tor with a dir port against a dead relay).
     """
     changed = []
     for name, rule in OPTIONS[probe].items():
@@ -194,7 +197,29 @@ def apply_caps(probe: str, options: Any, max_runtime: float) -> list[str]:
             changed.append(name)
     if probe == "fet":
         changed += [n for n in _fit_fet(options, FET_BUDGET_SHARE * max_runtime) if n not in changed]
+    elif _fit_timeout(probe, target, options, FET_BUDGET_SHARE * max_runtime) and "timeout" not in changed:
+        changed.append("timeout")
     return changed
+
+
+#: the lowest timeout ``_fit_timeout`` goes to before refusing
+MIN_FITTED_TIMEOUT = 1.0
+
+
+def _fit_timeout(probe: str, target: str, options: Any, budget: float) -> bool:
+    """Lower ``options.timeout`` until the probe's worst case fits ``budget``; True if it changed."""
+    from censorscope.probes import registry
+
+    worst_case = getattr(registry.load(probe), "worst_case", None)
+    if worst_case is None or "timeout" not in OPTIONS[probe]:
+        return False
+    before = options.timeout
+    while worst_case(target, options) > budget and options.timeout > MIN_FITTED_TIMEOUT:
+        options.timeout = max(MIN_FITTED_TIMEOUT, round(float(options.timeout) * 0.9, 3))
+    if worst_case(target, options) > budget:
+        raise ValueError(f"{probe}: even with a {options.timeout:g} s timeout a run may take "
+                         f"{worst_case(target, options):.0f} s, over the helper's budget of {budget:.0f} s")
+    return options.timeout != before
 
 
 def fet_worst_case(options: Any, attempts: int) -> float:

@@ -96,3 +96,24 @@ def test_client_side_options():
     assert vpn_control_options("fet", "fet://203.0.113.1:443?x=1", None) == (
         None, "target parameter(s) x (a helper never takes file paths, programs or secrets)")
     assert vpn_control_options("pptp", "203.0.113.1:1723", {"timeout": 4.0}) == ({"timeout": 4.0}, None)
+
+
+def test_every_vpn_probe_at_the_caps_fits_the_run_limit():
+    """A control cut off by the helper's run limit says nothing: at the highest options the helper
+    accepts, every VPN probe's declared worst case fits the budget (tor with a dir port had 64 s > 60)."""
+    from censorscope.measure.helper_vpn import FET_BUDGET_SHARE, OPTIONS, VPN_PROBES, Number
+    from censorscope.probes import registry
+
+    for probe in VPN_PROBES:
+        module = registry.load(probe)
+        o = module.Options()
+        for name, rule in OPTIONS[probe].items():
+            if isinstance(rule, Number) and name not in ("attempts", "followups"):
+                setattr(o, name, rule.cap if name != "dirport" else 80)
+        target = "203.0.113.1:443"
+        apply_caps(probe, o, 60.0, target)
+        wc = getattr(module, "worst_case", None)
+        if wc is not None:
+            assert wc(target, o) <= FET_BUDGET_SHARE * 60.0, (probe, o)
+    t = tor.Options(timeout=10.0, dirport=80)
+    assert apply_caps("tor", t, 60.0, "tor://203.0.113.1:443") == ["timeout"] and 1.0 <= t.timeout < 10.0
