@@ -43,6 +43,7 @@ METHODS = frozenset({
     "tcp.blackhole", "tcp.reset", "tcp.reject",
     "tls.sni_reset", "tls.sni_drop", "tls.mitm",
     "http.reset", "http.drop", "http.diff", "quic.blocked", "throttled",
+    "tor.blocked",  # issue #5's name for tor blocking: the engine says vpn.tor.blocked.<sub-method>
 })
 METHOD_PATTERNS = (re.compile(r"^http\.blockpage:[A-Za-z0-9_.-]+$"), re.compile(r"^vpn\.[a-z0-9]+\.blocked(\.[a-z_]+)?$"))
 LIE_WORDS = ("nxdomain", "refused", "servfail", "sinkhole")

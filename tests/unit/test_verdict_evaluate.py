@@ -17,6 +17,9 @@ from censorscope.measure.campaign import load_campaign
     ("vpn.openvpn.blocked", "vpn.openvpn.blocked.handshake_drop", True), ("vpn.openvpn.blocked", None, False),
     ("dns.sinkhole", "dns.blockpage", True), ("http.blockpage:http-451", "http.blockpage:http-451", True),
     ("http.blockpage:http-451", "http.blockpage:lab-national", False), ("tls.sni", "tls.sni_reset", False),
+    ("tor.blocked", "vpn.tor.blocked.port", True), ("tor.blocked", "vpn.tor.blocked", True),
+    ("tor.blocked", "vpn.openvpn.blocked.port", False), ("tor.blocked", "tcp.blackhole", False),
+    ("tor.blocked", "vpn.torx.blocked", False),
 ])
 def test_method_matches(expected, got, ok):
     assert method_matches(expected, got) is ok
