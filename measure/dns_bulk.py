@@ -462,21 +462,26 @@ class _RecvMMsg:
         return None
 
     def _source(self, key: bytes) -> str:
-        family = int.from_bytes(key[:2], sys.byteorder)
-        port = int.from_bytes(key[2:4], "big")
-        if family == socket.AF_INET6 and len(key) >= 28:
-            host = socket.inet_ntop(socket.AF_INET6, key[8:24])
-            scope = int.from_bytes(key[24:28], sys.byteorder)
-            if scope:
-                try:
-                    host += "%" + socket.if_indextoname(scope)
-                except OSError:
-                    host += f"%{scope}"
-        elif family == socket.AF_INET and len(key) >= 8:
-            host = socket.inet_ntop(socket.AF_INET, key[4:8])
-        else:
-            host = "?"  # unknown address family: keep the datagram, say we cannot name its sender
-        return self.sources.text(key, host, port)
+        return self.sources.text(key, *sockaddr_host_port(key))
+
+
+def sockaddr_host_port(key: bytes) -> tuple[str, int]:
+    """(host, port) of a raw ``struct sockaddr`` as the kernel filled it in (``?`` for an unknown family)."""
+    family = int.from_bytes(key[:2], sys.byteorder)
+    port = int.from_bytes(key[2:4], "big")
+    if family == socket.AF_INET6 and len(key) >= 28:
+        host = socket.inet_ntop(socket.AF_INET6, key[8:24])
+        scope = int.from_bytes(key[24:28], sys.byteorder)
+        if scope:
+            try:
+                host += "%" + socket.if_indextoname(scope)
+            except OSError:
+                host += f"%{scope}"
+    elif family == socket.AF_INET and len(key) >= 8:
+        host = socket.inet_ntop(socket.AF_INET, key[4:8])
+    else:
+        host = "?"  # unknown address family: keep the datagram, say we cannot name its sender
+    return host, port
 
 
 def _make_receiver(family: int) -> _RecvMsg | _RecvMMsg:
@@ -701,17 +706,8 @@ class _Engine:
                     self._first_event(q, now)
 
     def _by_question(self, data: bytes) -> _Query | None:
-        try:
-            msg = dnswire.parse(data)
-        except dnswire.ParseError:
-            return None
-        if msg.qname is None or msg.qtype is None:
-            return None
-        try:
-            wire = dnswire.encode_name(msg.qname)
-        except ValueError:
-            return None
-        return self.by_question.get(dnswire.question_bytes(wire, msg.qtype).lower())
+        key = question_key(data)
+        return self.by_question.get(key) if key is not None else None
 
     def _icmp(self, s: _Socket, error: OSError) -> None:
         now = self.clock()
@@ -794,6 +790,22 @@ class _Engine:
     def _abort(self, error: BaseException) -> None:
         if not self.done.done():
             self.done.set_exception(error)
+
+
+def question_key(data: bytes) -> bytes | None:
+    """The question a datagram asks, as the engine looks up a reply with an unknown id (our question
+    section in lower case), or None when it carries no readable question."""
+    try:
+        msg = dnswire.parse(data)
+    except dnswire.ParseError:
+        return None
+    if msg.qname is None or msg.qtype is None:
+        return None
+    try:
+        wire = dnswire.encode_name(msg.qname)
+    except ValueError:
+        return None
+    return dnswire.question_bytes(wire, msg.qtype).lower()
 
 
 #: Cyclic-GC generation-0 threshold while an engine runs (CPython's default is 700).

@@ -17,18 +17,24 @@ steps dominate and have a common case worth a dedicated path:
   for the unusual). Tests check both agree on real server responses and
   on mutated ones.
 
+``echo_record`` is the C version (``_dnsbulk_c.c``, same results, ~10x
+faster) when the extension is built and ``CENSORSCOPE_NO_CEXT`` is not set to
+``1``; ``py_echo_record`` is the pure-Python reference it is tested against
+and the fallback. ``HAVE_CEXT`` says which one is in use.
+
 Sans-IO: bytes in, values out.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 from typing import Any
 
 from censorscope.probes.wire.dnswire import RCODES, flags_text, usual_rr_head
 
-__all__ = ["echo_record", "wire_name"]
+__all__ = ["HAVE_CEXT", "echo_record", "py_echo_record", "wire_name"]
 
 _LENGTH = [None] + [bytes([n]) for n in range(1, 64)]  # index 0 (an empty label) is invalid
 _HEADER = struct.Struct("!6H")
@@ -54,7 +60,7 @@ def wire_name(name: str) -> bytes | None:
         return None
 
 
-def echo_record(
+def py_echo_record(
     data: bytes, question: bytes, qname: str, qid: int, t: float, source: str, ip_ttl: int | None
 ) -> dict[str, Any] | None:
     """``response_record(data, t, source, ip_ttl, qid, qname, <type>, question)`` for the usual response.
@@ -166,3 +172,19 @@ def _general(
         "size": n, "id_mismatch": msg_id != qid, "question_mismatch": False, "parse_error": None,
         "raw_b64": None,
     }
+
+
+def _c_echo_record() -> Any:
+    """The C ``echo_record``, or None when it is not built or ``CENSORSCOPE_NO_CEXT=1`` asks for Python."""
+    if os.environ.get("CENSORSCOPE_NO_CEXT") == "1":
+        return None
+    try:
+        from censorscope.probes.wire._dnsbulk_c import echo_record as c_echo_record
+    except ImportError:
+        return None
+    return c_echo_record
+
+
+_C = _c_echo_record()
+HAVE_CEXT = _C is not None
+echo_record = _C if _C is not None else py_echo_record

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import socket
@@ -17,6 +18,7 @@ from censorscope.measure.dns_bulk import resolve_many
 from censorscope.probes import dns as dnsprobe
 from censorscope.probes.errors import ConfigError
 from censorscope.probes.net import Net, format_host_port
+from censorscope.probes.wire import dnsbulk
 
 pytestmark = pytest.mark.net
 
@@ -25,6 +27,31 @@ FORGED, REAL = "203.0.113.66", "198.51.100.7"
 
 def inject_then_answer(query):
     return [(0.0, answer(query, FORGED, ttl=9), "injector"), (0.05, answer(query, REAL), "server")]
+
+
+#: ``worker`` values of the tests: in this process (the Python engine), a worker process (the C engine when
+#: built, which tests/unit/test_cext_built.py requires), a worker process on the pure-Python paths.
+WORKERS = [False, True, "py"]
+
+
+@contextlib.contextmanager
+def engine(worker):
+    """``resolve_many``'s ``worker`` argument for a ``WORKERS`` value; ``"py"`` also switches the C paths off
+    (the worker's C loop and the C ``echo_record``) for the duration."""
+    if worker != "py":
+        yield worker
+        return
+    saved = os.environ.get("CENSORSCOPE_NO_CEXT"), dns_bulk.echo_record
+    os.environ["CENSORSCOPE_NO_CEXT"] = "1"  # read by the forked worker
+    dns_bulk.echo_record = dnsbulk.py_echo_record
+    try:
+        yield True
+    finally:
+        if saved[0] is None:
+            del os.environ["CENSORSCOPE_NO_CEXT"]
+        else:
+            os.environ["CENSORSCOPE_NO_CEXT"] = saved[0]
+        dns_bulk.echo_record = saved[1]
 
 
 def bulk(names, resolver, **kw):
@@ -36,7 +63,8 @@ def bulk(names, resolver, **kw):
 
     kw.setdefault("hold_window", 0.3)
     kw.setdefault("timeout", 2.0)
-    stats = asyncio.run(resolve_many(names, resolver, on_result=on_result, **kw))
+    with engine(kw.pop("worker", None)) as worker:
+        stats = asyncio.run(resolve_many(names, resolver, on_result=on_result, worker=worker, **kw))
     return stats, results
 
 
@@ -65,8 +93,9 @@ def children() -> set[int]:
 
 
 @pytest.mark.parametrize(("sender", "receiver", "worker"), [
-    ("sendmmsg", "recvmmsg", False), ("sendmmsg", "recvmmsg", True), ("sendto", "recvmsg", False),
-    ("sendto", "recvmsg", True), ("sendmmsg", "recvmsg", False), ("sendto", "recvmmsg", False)])
+    ("sendmmsg", "recvmmsg", False), ("sendmmsg", "recvmmsg", True), ("sendmmsg", "recvmmsg", "py"),
+    ("sendto", "recvmsg", False), ("sendto", "recvmsg", "py"), ("sendmmsg", "recvmsg", False),
+    ("sendto", "recvmmsg", False)])
 def test_double_answers_recorded_like_the_probe(monkeypatch, sender, receiver, worker):
     if sender == "sendto":
         monkeypatch.setattr(dns_bulk, "_make_sender", dns_bulk._SendTo)
@@ -94,7 +123,7 @@ def test_double_answers_recorded_like_the_probe(monkeypatch, sender, receiver, w
         assert start > 1e9  # wall-clock seconds
 
 
-@pytest.mark.parametrize("worker", [False, True])
+@pytest.mark.parametrize("worker", WORKERS)
 def test_failures_match_the_probe_strings(worker):
     def behaviour(q):
         label = q.question[0].name.labels[0].decode()
@@ -120,19 +149,21 @@ def test_failures_match_the_probe_strings(worker):
     assert stats.timeouts == 1 and results["silent.example"][0][0]["failed_step"] == "receive"
 
 
-def test_both_types_per_name():
+@pytest.mark.parametrize("worker", WORKERS)
+def test_both_types_per_name(worker):
     def behaviour(q):
         return [(0, answer(q, REAL if q.question[0].rdtype == 1 else "2001:db8::7"), "server")]
 
     with UDPServer(behaviour) as server:
-        stats, results = bulk(["a.example", "b.example"], server.address, qtypes=("A", "AAAA"), hold_window=0.05)
+        stats, results = bulk(["a.example", "b.example"], server.address, qtypes=("A", "AAAA"), hold_window=0.05,
+                              worker=worker)
     assert stats.queries == 4
     for observations, _s, _r in results.values():
         assert sorted(o["id"] for o in observations) == [1, 2]
         assert {o["query_type"]: o["addresses"] for o in observations} == {"A": [REAL], "AAAA": ["2001:db8::7"]}
 
 
-@pytest.mark.parametrize("worker", [False, True])
+@pytest.mark.parametrize("worker", WORKERS)
 def test_wrong_id_is_attributed_by_question_and_strays_are_counted(worker):
     def behaviour(q):
         wrong_id = dns.message.from_wire(answer(q, FORGED))
@@ -165,17 +196,22 @@ def test_replies_after_the_window_are_not_attributed():
     assert len(obs["responses"]) == 1 and obs["addresses"] == [REAL]
 
 
-@pytest.mark.parametrize("receiver", ["recvmmsg", "recvmsg"])
-def test_icmp_errors_are_attributed(monkeypatch, receiver):
+#: (receiver, worker): the in-process engine's two receivers, and both worker engines
+RECEIVERS = [("recvmmsg", False), ("recvmsg", False), ("recvmmsg", True), ("recvmmsg", "py")]
+
+
+@pytest.mark.parametrize(("receiver", "worker"), RECEIVERS)
+def test_icmp_errors_are_attributed(monkeypatch, receiver, worker):
     use_receiver(monkeypatch, receiver)
-    stats, results = bulk(["a.example", "b.example"], f"127.0.0.1:{closed_udp_port()}", hold_window=0.05)
+    stats, results = bulk(["a.example", "b.example"], f"127.0.0.1:{closed_udp_port()}", hold_window=0.05,
+                          worker=worker)
     assert stats.icmp_errors == 2
     for observations, _s, _r in results.values():
         [obs] = observations
         assert obs["failure"] == "connection_refused" and obs["icmp_errors"][0]["icmp_type"] == 3
 
 
-@pytest.mark.parametrize("worker", [False, True])
+@pytest.mark.parametrize("worker", WORKERS)
 def test_invalid_names_are_skipped_and_reported(worker):
     with UDPServer(lambda q: [(0, answer(q, REAL), "server")]) as server:
         stats, results = bulk(["ok.example", "a..b", "bücher.example"], server.address, hold_window=0.05,
@@ -183,14 +219,14 @@ def test_invalid_names_are_skipped_and_reported(worker):
     assert set(results) == {"ok.example", "xn--bcher-kva.example"} and stats.invalid_names == ["a..b"]
 
 
-@pytest.mark.parametrize("worker", [False, True])
+@pytest.mark.parametrize("worker", WORKERS)
 def test_callback_errors_propagate_and_bad_arguments_raise(worker):
     def boom(*args):
         raise RuntimeError("disk full")
 
     before = children()
     with UDPServer(lambda q: [(0, answer(q, REAL), "server")]) as server:
-        with pytest.raises(RuntimeError, match="disk full"):
+        with pytest.raises(RuntimeError, match="disk full"), engine(worker) as worker:
             asyncio.run(resolve_many([f"{i}.example" for i in range(5000)], server.address, hold_window=0.05,
                                      on_result=boom, worker=worker))
     assert children() == before  # a worker process is killed and reaped
@@ -201,7 +237,7 @@ def test_callback_errors_propagate_and_bad_arguments_raise(worker):
         asyncio.run(resolve_many(["a.example"], "https://dns.example/dns-query", on_result=boom))
 
 
-@pytest.mark.parametrize("worker", [False, True])
+@pytest.mark.parametrize("worker", WORKERS)
 def test_many_names_low_concurrency_all_answered(worker):
     names = (f"n{i}.bulk.test" for i in range(2500))  # a generator, read lazily; several chunks for a worker
     before = children()
@@ -215,11 +251,11 @@ def test_many_names_low_concurrency_all_answered(worker):
     assert len(set(ids)) > 500  # ids come from a shuffled pool
 
 
-@pytest.mark.parametrize("receiver", ["recvmmsg", "recvmsg"])
-def test_ipv6_resolver(monkeypatch, receiver):
+@pytest.mark.parametrize(("receiver", "worker"), RECEIVERS)
+def test_ipv6_resolver(monkeypatch, receiver, worker):
     use_receiver(monkeypatch, receiver)
     with UDPServer(inject_then_answer, host="::1") as server:
-        stats, results = bulk(["v6.example"], server.address, hold_window=0.2)
+        stats, results = bulk(["v6.example"], server.address, hold_window=0.2, worker=worker)
     [obs] = results["v6.example"][0]
     assert obs["resolver"] == server.address and [r["addresses"] for r in obs["responses"]] == [[FORGED], [REAL]]
     assert obs["responses"][1]["source"] == f"[::1]:{server.port}" and obs["responses"][1]["ip_ttl"] == 64
@@ -305,13 +341,19 @@ def test_a_failing_or_dying_worker_is_an_error_and_leaves_no_process(monkeypatch
             raise ValueError("engine bug")
 
         with monkeypatch.context() as m:
-            m.setattr(dns_bulk._Engine, "_fill", broken)
+            m.setattr(dns_bulk._Engine, "_fill", broken)  # the Python engine
+            with pytest.raises(RuntimeError, match="(?s)worker failed.*engine bug"):
+                bulk(["a.example"], server.address, hold_window=0.05, worker="py")
+        with monkeypatch.context() as m:
+            m.setattr(dns_bulk_worker._Host, "new_socket", broken)  # a callback of the C engine
             with pytest.raises(RuntimeError, match="(?s)worker failed.*engine bug"):
                 bulk(["a.example"], server.address, hold_window=0.05, worker=True)
-        with monkeypatch.context() as m:
-            m.setattr(dns_bulk_worker, "_worker_main", lambda *a: os._exit(3))
-            with pytest.raises(RuntimeError, match="exited unexpectedly"):
-                bulk(["a.example"], server.address, hold_window=0.05, worker=True)
+        for worker in (True, "py"):
+            with monkeypatch.context() as m:
+                m.setattr(dns_bulk_worker, "_worker_main", lambda *a: os._exit(3))
+                m.setattr(dns_bulk_worker, "_c_worker_main", lambda *a: os._exit(3))
+                with pytest.raises(RuntimeError, match="exited unexpectedly"):
+                    bulk(["a.example"], server.address, hold_window=0.05, worker=worker)
         stats, results = bulk(["a.example"], server.address, hold_window=0.05, worker=True)  # and all is well again
     assert list(results) == ["a.example"] and children() == before
 
@@ -360,3 +402,83 @@ def test_no_worker_fork_while_other_threads_run():
         release.set()
         t.join()
     assert dns_bulk._use_worker() is alone
+
+
+def _mixed_behaviour(q):
+    """Every reply shape at once: usual, injected + real, wrong id, a stray, rcodes, no data, CNAME chain
+    (the general decoder), several answers, AAAA, truncated, garbage, silence."""
+    label = q.question[0].name.labels[0].decode().lower()
+    qtype = q.question[0].rdtype
+    if label.startswith("dbl"):
+        return inject_then_answer(q)
+    if label.startswith("wid"):
+        wrong = dns.message.from_wire(answer(q, FORGED))
+        wrong.id = (q.id + 7) % 65536
+        stray = dns.message.make_query("never-asked.example", "A")
+        return [(0, wrong.to_wire(), "injector"), (0, answer(stray, FORGED), "injector"),
+                (0.02, answer(q, REAL), "server")]
+    if label.startswith("nx"):
+        return [(0, answer(q, rcode=rcode_of("NXDOMAIN")), "server")]
+    if label.startswith("sf"):
+        return [(0, answer(q, rcode=rcode_of("SERVFAIL")), "server")]
+    if label.startswith("nodata"):
+        return [(0, no_data(q), "server")]
+    if label.startswith("cname"):
+        r = dns.message.make_response(q)
+        r.answer.append(dns.rrset.from_text(q.question[0].name, 60, "IN", "CNAME", "edge.cdn.test."))
+        r.answer.append(dns.rrset.from_text("edge.cdn.test.", 20, "IN", "A" if qtype == 1 else "AAAA",
+                                            REAL if qtype == 1 else "2001:db8::7"))
+        return [(0, r.to_wire(), "server")]
+    if label.startswith("many"):
+        ips = ("198.51.100.1", "198.51.100.2", "203.0.113.3") if qtype == 1 else ("2001:db8::1", "2001:db8::2")
+        return [(0, answer(q, *ips), "server")]
+    if label.startswith("cut"):
+        return [(0, answer(q, REAL)[:-7], "server")]
+    if label.startswith("junk"):
+        return [(0, b"\x00\x01garbage", "injector"), (0, answer(q, REAL), "server")]
+    if label.startswith("silent"):
+        return []
+    return [(0, answer(q, REAL if qtype == 1 else "2001:db8::7"), "server")]
+
+
+def _relative_id(data: bytes, qid: int) -> tuple[int, bytes]:
+    return (int.from_bytes(data[:2], "big") - qid) % 65536, data[2:]
+
+
+def _comparable(results):
+    """The records without what differs from run to run by design: times and the random query ids
+    (each response's id is kept relative to its query's)."""
+    out = {}
+    for name, (observations, _start, _runtime) in results.items():
+        rows = []
+        for o in observations:
+            row = {k: v for k, v in o.items() if k not in ("t0", "t", "id", "query_id", "responses")}
+            row["responses"] = [
+                {**{k: v for k, v in r.items() if k not in ("t", "query_id", "raw_b64")},
+                 "query_id": None if r["query_id"] is None else (r["query_id"] - o["query_id"]) % 65536,
+                 "raw": None if r["raw_b64"] is None else _relative_id(base64.b64decode(r["raw_b64"]), o["query_id"])}
+                for r in o["responses"]]
+            rows.append(row)
+        out[name] = sorted(rows, key=lambda row: row["query_type"])  # ids follow completion order
+    return out
+
+
+def test_every_engine_records_the_same():
+    """The in-process Python engine, the worker's C engine (with the C decoder) and the worker's Python
+    engine (pure Python) store identical records for the same replies, whatever their shape."""
+    names = [f"{kind}{i}.Mixed.example" for kind in ("ok", "dbl", "wid", "nx", "sf", "nodata", "cname", "many",
+                                                     "cut", "junk", "silent") for i in range(3)]
+    runs = {}
+    with UDPServer(_mixed_behaviour) as server:
+        for worker in WORKERS:
+            stats, results = bulk(names, server.address, qtypes=("A", "AAAA"), hold_window=0.3, timeout=1.0,
+                                  concurrency=7, worker=worker)
+            counts = (stats.names, stats.queries, stats.responses, stats.timeouts, stats.unmatched,
+                      stats.icmp_errors, stats.send_errors)
+            runs[worker] = (counts, _comparable(results))
+    assert runs[False][0] == (33, 66, 72, 6, 12, 0, 0)
+    assert runs[True] == runs[False] and runs["py"] == runs[False]
+    records = runs[True][1]
+    assert [r["id_mismatch"] for r in records["wid0.Mixed.example"][0]["responses"]] == [True, False]
+    assert records["cname0.Mixed.example"][0]["responses"][0]["answers"][0]["type"] == "CNAME"
+    assert records["cut0.Mixed.example"][0]["failure"] == "dns_server_misbehaving"

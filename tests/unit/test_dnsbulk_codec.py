@@ -1,7 +1,7 @@
 """The bulk engine's shortcuts give exactly the bytes and records of the general code.
 
 ``wire_name`` against ``dnswire.encode_name`` and dnspython's query wire form;
-``echo_record`` against ``probes.dns.response_record`` on dnspython-built
+``echo_record`` (Python, and the C one: equal to it) against ``probes.dns.response_record`` on dnspython-built
 responses (one or several answers, AAAA, CNAME chains, NXDOMAIN with an SOA,
 truncation, wrong ids, extended rcodes) and on damaged ones; ``decode``
 (a finished name's datagrams to observation dicts) against the probe's rules.
@@ -19,6 +19,11 @@ from hypothesis import strategies as st
 from censorscope.measure import dns_bulk
 from censorscope.probes import dns as dnsprobe
 from censorscope.probes.wire import dnsbulk, dnswire
+
+try:
+    from censorscope.probes.wire._dnsbulk_c import echo_record as _c_echo_record
+except ImportError:  # tests/unit/test_cext_built.py fails then
+    _c_echo_record = None
 
 label = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_", min_size=1, max_size=63)
 names = st.lists(label, min_size=1, max_size=5).map(".".join)
@@ -78,8 +83,12 @@ def _response(name: str, qtype: str, records, *, rcode: int = 0, qid: int = 7, e
 
 
 def _both(data: bytes, question: bytes, name: str, code: int, our_id: int):
-    fast = dnsbulk.echo_record(data, question, name, our_id, 0.0123456789, "127.0.0.1:53", 64)
+    """(the Python shortcut's record, the general code's); the C shortcut, when built, must equal the first."""
+    fast = dnsbulk.py_echo_record(data, question, name, our_id, 0.0123456789, "127.0.0.1:53", 64)
     full = dnsprobe.response_record(data, 0.0123456789, "127.0.0.1:53", 64, our_id, name, code, question)
+    if _c_echo_record is not None:
+        c = _c_echo_record(data, question, name, our_id, 0.0123456789, "127.0.0.1:53", 64)
+        assert c == fast and (c is None or list(c.items()) == list(fast.items()))
     return fast, full
 
 
