@@ -120,7 +120,7 @@ def _combine_counted(ms: list[Measurement], vs: list[Verdict]) -> Verdict:
     confirmed = [v for v in vs if v.verdict == BLOCKED and v.confidence >= CONFIRMED]
     if confirmed:
         return _with_count(confirmed[0], f"attempt evidence: {_tally(ms, vs)}")
-    blocked_by: Counter[str] = Counter(v.method for v in vs if v.verdict == BLOCKED)
+    blocked_by: Counter[str | None] = Counter(v.method for v in vs if v.verdict == BLOCKED)
     if blocked_by:
         method, k = blocked_by.most_common(1)[0]
         chain = _trigger_chain(vs)

@@ -10,7 +10,8 @@ engine builds one :class:`Context` per batch and hands it to every rule.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from censorscope.analysis.verdicts.core import Measurement, address_of, ip_of
 
@@ -65,6 +66,7 @@ def _collect_validated(m: Measurement, validated: dict[str, dict[str, str]]) -> 
 
 
 _Facts = tuple[dict[tuple[Any, str], set[str]], dict[str, dict[str, str]]]
+_T = TypeVar("_T")
 
 
 class Context:
@@ -80,6 +82,16 @@ class Context:
         self._facts: _Facts | None = None
         self._by_vantage: dict[tuple[Any, ...], list[Measurement]] | None = None
         self._by_vantage_probe: dict[tuple[Any, ...], list[Measurement]] | None = None
+        self._indexes: dict[str, Any] = {}
+
+    def index(self, name: str, build: Callable[[Context], _T]) -> _T:
+        """A per-batch index that a rule needs, made by ``build(self)`` on the first call for ``name``
+        and kept with the batch (one place for every rule's cross-measurement index)."""
+        indexes = self._indexes
+        if name in indexes:
+            return indexes[name]  # type: ignore[no-any-return]
+        made = indexes[name] = build(self)
+        return made
 
     def _batch_facts(self) -> _Facts:
         facts = self._facts

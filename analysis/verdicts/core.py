@@ -43,7 +43,7 @@ WEAK = 0.5         # a hint only: never enough for "blocked"
 MIN_BLOCKED = 0.6  # below this a rule must not say "blocked"
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True)
 class Verdict:
     """One judgement. ``endpoint`` (``IP:PORT``) names the server and port a
     failure happened on, so later measurements there can be checked for
@@ -60,23 +60,6 @@ class Verdict:
     self_controlled: bool = False
     at: float | None = None  # when the failing operation started, seconds after the measurement start
     endpoints: tuple[str, ...] = ()  # every endpoint that failed the same way (``endpoint`` first)
-
-    def __init__(self, verdict: str, method: str | None = None, confidence: float = 0.0, evidence: str = "",
-                 endpoint: str | None = None, self_controlled: bool = False, at: float | None = None,
-                 endpoints: tuple[str, ...] = ()) -> None:
-        # What the generated __init__ of a frozen dataclass does (one object.__setattr__ per field),
-        # written as plain stores into the instance dict: verdicts are made by the million. Still
-        # frozen: assigning an attribute afterwards raises FrozenInstanceError.
-        d = self.__dict__
-        d["verdict"] = verdict
-        d["method"] = method
-        d["confidence"] = confidence
-        d["evidence"] = evidence
-        d["endpoint"] = endpoint
-        d["self_controlled"] = self_controlled
-        d["at"] = at
-        d["endpoints"] = endpoints
-        self.__post_init__()
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -114,9 +97,10 @@ def inconclusive(evidence: str, confidence: float = 0.3, method: str | None = No
     return Verdict(INCONCLUSIVE, method, confidence, evidence)
 
 
-def parse_time(stamp: str | None) -> float | None:
-    """``measurement_start_time`` (ISO 8601, ``Z``) as a POSIX timestamp, or None."""
-    if not stamp:
+def parse_time(stamp: Any) -> float | None:
+    """``measurement_start_time`` (ISO 8601, ``Z``) as a POSIX timestamp, or None (also for a
+    value that is not a string: a malformed record has no usable time)."""
+    if not stamp or not isinstance(stamp, str):
         return None
     try:
         return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
@@ -179,7 +163,7 @@ class Measurement:
         control = get("control")
         self.control: dict[str, Any] | None = control if isinstance(control, dict) else None
         self.control_observations: list[dict[str, Any]] = (
-            [o for o in control.get("observations") or () if isinstance(o, dict)] if self.control is not None else []
+            [o for o in control.get("observations") or () if isinstance(o, dict)] if isinstance(control, dict) else []
         )
         self.annotations: dict[str, Any] = get("annotations") or {}
         self.vantage: dict[str, Any] = get("vantage") or {}

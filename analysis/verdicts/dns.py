@@ -167,7 +167,7 @@ def judge(m: Measurement, q: dict[str, Any], ctx: Context, checks: ChecksArg = N
     if only_inside:
         return only_inside
     if not c_ok:
-        c_fail = {c.get("failure") for c in cqs}
+        c_fail = dict.fromkeys(c.get("failure") for c in cqs)  # in the control's order (a set's varies by run)
         return inconclusive(E.sentence(f"{E.name(q)} answered {E.addresses(addrs)}",
                                        f"the control could not resolve the name ({', '.join(map(str, c_fail))})"),
                             WEAK)

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 Rule = Callable[[Measurement, Context], Verdict]
 
+#: what a rule raises on a record with a field of the wrong type or shape (judged inconclusive)
+MALFORMED = (TypeError, AttributeError, KeyError, IndexError, ValueError)
+
 #: the verdict table's columns, in order (the verdict contract: also the ``report --json`` keys)
 COLUMNS = ("measurement_id", "input", "probe", "vantage_cc", "vantage_asn", "verdict", "method", "confidence",
            "evidence", "rules_version")
@@ -73,7 +76,13 @@ def _judge_one(m: Measurement, ctx: Context) -> Verdict:
     rule = RULES.get(m.probe)
     if rule is None:
         return inconclusive(f"No verdict rule for probe {m.probe!r} (rules {RULES_VERSION}).", 0.0)
-    return rule(m, ctx)
+    try:
+        return rule(m, ctx)
+    except MALFORMED:
+        # a field of the wrong type or shape (a hand-edited or foreign file): one bad record must not
+        # stop the batch, and proves nothing
+        return inconclusive(f"The measurement is malformed: a field of the {m.probe} record has an unexpected "
+                            "type or shape, so it is not judged.", 0.0)
 
 
 #: generation-0 threshold of the cyclic garbage collector while a batch is judged

@@ -9,7 +9,6 @@ QUIC is singled out). Both sides failing: ``down``.
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 from censorscope.analysis.verdicts import evidence as E
@@ -49,14 +48,15 @@ def _tls_works(m: Measurement, ctx: Context) -> str | None:
 
 
 _TlsIndex = dict[tuple[Any, Any], list[tuple[Measurement, dict[str, Any]]]]
-_tls_index: weakref.WeakKeyDictionary[Context, _TlsIndex | None] = weakref.WeakKeyDictionary()
 
 
 def _successful_tls(ctx: Context) -> _TlsIndex | None:
     """(vantage, SNI) -> successful handshakes of the batch in batch order, built once per batch (a scan
     of the vantage per quic measurement made judging quadratic); None when a vantage is unhashable."""
-    if ctx in _tls_index:
-        return _tls_index[ctx]
+    return ctx.index("quic.successful_tls", _build_successful_tls)
+
+
+def _build_successful_tls(ctx: Context) -> _TlsIndex | None:
     index: _TlsIndex | None = {}
     try:
         for o in ctx.measurements:
@@ -65,7 +65,6 @@ def _successful_tls(ctx: Context) -> _TlsIndex | None:
                     index.setdefault((o.vantage_key, hs.get("server_name")), []).append((o, hs))  # type: ignore[union-attr]
     except TypeError:
         index = None
-    _tls_index[ctx] = index
     return index
 
 

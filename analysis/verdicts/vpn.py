@@ -31,7 +31,6 @@ The registry lets protocol owners replace this rule with a more specific one
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 from censorscope.analysis.verdicts import evidence as E
@@ -62,6 +61,8 @@ OTHER_PORT_WINDOW = 3600.0
 
 #: operations that are not the protocol's own handshake
 _GENERIC_OPS = frozenset({"dns_query", "resolve"})
+#: operations that are not a protocol exchange of their own
+_NOT_PROTOCOL_OPS = ("connect", "dns_query", "resolve")  # a tuple: compared with ==, as before
 
 _CONNECT = {"generic_timeout_error": ("connect_drop", 0.8), "connection_reset": ("connect_reset", 0.8),
             "connection_refused": ("connect_reject", MODERATE), "host_unreachable": ("connect_reject", 0.65)}
@@ -133,27 +134,24 @@ def _port_of(address: str | None) -> str | None:
 
 
 # --- evidence from the rest of the batch: the same protocol answered on another UDP port ---------
-_answered: weakref.WeakKeyDictionary[Context, dict[tuple[Any, str, str], list[tuple[Measurement, dict]]]] = (
-    weakref.WeakKeyDictionary())
-
-
 def _answered_udp(ctx: Context) -> dict[tuple[Any, str, str], list[tuple[Measurement, dict[str, Any]]]]:
     """(vantage, probe, IP) -> (measurement, protocol operation) pairs that got the server's answer over
     UDP with nothing failed; built once per batch, on first use."""
-    index = _answered.get(ctx)
-    if index is None:
-        index = {}
-        for other in ctx.measurements:
-            if other.probe not in PROTOCOLS or any(o.get("failure") for o in other.observations):
+    return ctx.index("vpn.answered_udp", _build_answered_udp)
+
+
+def _build_answered_udp(ctx: Context) -> dict[tuple[Any, str, str], list[tuple[Measurement, dict[str, Any]]]]:
+    index: dict[tuple[Any, str, str], list[tuple[Measurement, dict[str, Any]]]] = {}
+    for other in ctx.measurements:
+        if other.probe not in PROTOCOLS or any(o.get("failure") for o in other.observations):
+            continue
+        for o in other.observations:
+            if (o.get("operation") in _NOT_PROTOCOL_OPS or not _answered_op(o)
+                    or transport(other, o) != "udp"):
                 continue
-            for o in other.observations:
-                if (o.get("operation") in ("connect", *_GENERIC_OPS) or not _answered_op(o)
-                        or transport(other, o) != "udp"):
-                    continue
-                ip = ip_of(address_of(o) or _parent_address(other, o))
-                if ip:
-                    index.setdefault((other.vantage_key, other.probe, ip), []).append((other, o))
-        _answered[ctx] = index
+            ip = ip_of(address_of(o) or _parent_address(other, o))
+            if ip:
+                index.setdefault((other.vantage_key, other.probe, ip), []).append((other, o))
     return index
 
 

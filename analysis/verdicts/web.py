@@ -127,7 +127,7 @@ def _spanning(v: Verdict, vs: list[Verdict]) -> Verdict:
     if v.verdict != "blocked" or not same:
         return v
     times = [x.at for x in same if x.at is not None]
-    eps = tuple(dict.fromkeys([*v.endpoints, *(x.endpoint for x in same)]))  # type: ignore[misc]
+    eps = tuple(dict.fromkeys([*v.endpoints, *(e for x in same if (e := x.endpoint))]))
     at = min(times) if times else v.at
     if eps == v.endpoints and at == v.at and type(at) is type(v.at):
         return v  # one endpoint, one time: already what replace() would make
