@@ -73,7 +73,7 @@ from censorscope.probes.dns import (
 from censorscope.probes.errors import ConfigError, InvalidTarget
 from censorscope.probes.net import format_host_port
 from censorscope.probes.wire import dnswire
-from censorscope.probes.wire.dnsbulk import echo_record, wire_name
+from censorscope.probes.wire.dnsbulk import decode_usual, echo_record, wire_name
 
 __all__ = ["BulkStats", "resolve_many", "TICK"]
 
@@ -845,9 +845,21 @@ def decode(
     """``(name, observations, start, runtime)`` of a finished name: the dicts the ``dns`` probe stores.
 
     ``wire`` is the name's wire form, ``types`` the engine's ``(type text, code, question tail)``,
-    ``resolver`` the resolver as shown. Every datagram becomes its response record
-    (``echo_record`` for the usual response, else ``response_record``); the outcome follows
-    the probe's rules (``outcome``).
+    ``resolver`` the resolver as shown. The C ``decode_usual`` when every reply is usual (the same
+    dicts: tests compare it with ``py_decode``), else ``py_decode``.
+    """
+    if decode_usual is not None:
+        done = decode_usual(result, name, wire, types, resolver, hold_window)
+        if done is not None:
+            return done
+    return py_decode(result, name, wire, types, resolver, hold_window)
+
+
+def py_decode(
+    result: RawResult, name: str, wire: bytes, types: list[tuple[str, int, bytes]], resolver: str, hold_window: float,
+) -> tuple[str, list[dict[str, Any]], float, float]:
+    """``decode`` in Python. Every datagram becomes its response record (``echo_record`` for the
+    usual response, else ``response_record``); the outcome follows the probe's rules (``outcome``).
     """
     _key, wall, runtime, queries = result
     observations: list[dict[str, Any]] = []

@@ -35,6 +35,9 @@
 static PyObject *k_t, *k_source, *k_query_id, *k_rcode, *k_flags, *k_ip_ttl, *k_answers, *k_addresses,
     *k_size, *k_id_mismatch, *k_question_mismatch, *k_parse_error, *k_raw_b64, *k_name, *k_type, *k_ttl,
     *k_data, *v_A, *v_AAAA;
+/* ... and those of an observation (measure.dns_bulk.decode) */
+static PyObject *k_id, *k_operation, *k_parent_id, *k_t0, *k_failure, *k_query_name, *k_query_type, *k_transport,
+    *k_resolver, *k_hold_window, *k_responses, *k_icmp_errors, *k_failed_step, *v_dns_query, *v_udp;
 static PyObject *rcode_text[16];                    /* dnswire.RCODES, else str(code) */
 static PyObject *flag_text[7];                      /* in dig's order, as dnswire._FLAG_BITS */
 static const unsigned flag_bit[7] = {0x8000, 0x0400, 0x0200, 0x0100, 0x0080, 0x0020, 0x0010};
@@ -114,55 +117,49 @@ static int set_steal(PyObject *d, PyObject *key, PyObject *value) {
     return r;
 }
 
-static PyObject *echo_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "echo_record takes 7 arguments");
-        return NULL;
-    }
-    PyObject *data = args[0], *question = args[1], *qname = args[2], *qid_obj = args[3], *t = args[4],
-             *source = args[5], *ip_ttl = args[6];
-    if (!PyBytes_Check(data) || !PyBytes_Check(question)) {
-        PyErr_SetString(PyExc_TypeError, "data and question must be bytes");
-        return NULL;
-    }
-    int overflow;
-    long qid = PyLong_AsLongAndOverflow(qid_obj, &overflow); /* our id: any int compares (overflow: unequal) */
-    if (qid == -1 && PyErr_Occurred())
-        return NULL;
-    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(data);
-    const Py_ssize_t n = PyBytes_GET_SIZE(data);
-    const Py_ssize_t qlen = PyBytes_GET_SIZE(question);
+/* What the first pass learnt about a usual reply. */
+typedef struct {
+    unsigned id, flags, an;
+    Py_ssize_t answers_at;  /* offset of the first answer */
+} Shape;
 
-    /* Our question echoed byte for byte at offset 12 (this also proves n >= 12 + qlen >= 12). */
-    if (n < 12 + qlen || memcmp(d + 12, PyBytes_AS_STRING(question), (size_t)qlen) != 0)
-        Py_RETURN_NONE;
-    unsigned msg_id = u16(d), flags = u16(d + 2), qd = u16(d + 4), an = u16(d + 6), ns = u16(d + 8),
-             ar = u16(d + 10);
-    if ((flags & 0x7800) || qd != 1) /* opcode other than QUERY, or not exactly one question */
-        Py_RETURN_NONE;
-
-    /* First pass, no allocation: is every answer usual? (So "not usual" costs no Python objects.) */
-    Py_ssize_t off = 12 + qlen;
-    for (unsigned i = 0; i < an; i++) {
+/* 1 when ``d`` (``n`` bytes) is the usual reply to the question ``wire`` + ``tail`` (see the top of the
+ * file), 0 otherwise. Reads only, allocates nothing. */
+static int usual_shape(const unsigned char *d, Py_ssize_t n, const char *wire, Py_ssize_t wl, const char *tail,
+                       Py_ssize_t tl, Shape *s) {
+    /* Our question echoed byte for byte at offset 12 (this also proves n >= 12 + wl + tl >= 12). */
+    if (n < 12 + wl + tl || memcmp(d + 12, wire, (size_t)wl) != 0 || memcmp(d + 12 + wl, tail, (size_t)tl) != 0)
+        return 0;
+    s->id = u16(d);
+    s->flags = u16(d + 2);
+    s->an = u16(d + 6);
+    unsigned qd = u16(d + 4), ns = u16(d + 8), ar = u16(d + 10);
+    if ((s->flags & 0x7800) || qd != 1) /* opcode other than QUERY, or not exactly one question */
+        return 0;
+    Py_ssize_t off = s->answers_at = 12 + wl + tl;
+    for (unsigned i = 0; i < s->an; i++) {
         if (off + 12 > n)
-            Py_RETURN_NONE;
+            return 0;
         unsigned ptr = u16(d + off), rtype = u16(d + off + 2), rclass = u16(d + off + 4),
                  rdlen = u16(d + off + 10);
         if (ptr != 0xC00C || rclass != 1 || off + 12 + rdlen > n)
-            Py_RETURN_NONE;
+            return 0;
         if (!((rtype == 1 && rdlen == 4) || (rtype == 28 && rdlen == 16)))
-            Py_RETURN_NONE;
+            return 0;
         off += 12 + rdlen;
     }
-    if (ns + ar && !rest_ok(d, n, off, ns + ar))
-        Py_RETURN_NONE;
+    return ns + ar == 0 || rest_ok(d, n, off, ns + ar);
+}
 
-    /* Second pass: build the values (every bound was checked above). */
-    PyObject *answers = PyList_New(an), *addresses = PyList_New(an), *rec = NULL;
+/* The record of a reply ``usual_shape`` accepted (every bound was checked there): the dict
+ * probes.dns.response_record returns for it, keys in its order. NULL with an exception on failure. */
+static PyObject *build_record(const unsigned char *d, Py_ssize_t n, const Shape *s, PyObject *qname,
+                              int id_mismatch, PyObject *t, PyObject *source, PyObject *ip_ttl) {
+    PyObject *answers = PyList_New(s->an), *addresses = PyList_New(s->an), *flag_list = NULL, *rec = NULL;
     if (answers == NULL || addresses == NULL)
         goto fail;
-    off = 12 + qlen;
-    for (unsigned i = 0; i < an; i++) {
+    Py_ssize_t off = s->answers_at;
+    for (unsigned i = 0; i < s->an; i++) {
         unsigned rtype = u16(d + off + 2), rdlen = u16(d + off + 10);
         uint32_t ttl = u32(d + off + 6);
         char text[INET6_ADDRSTRLEN];
@@ -172,56 +169,242 @@ static PyObject *echo_record(PyObject *self, PyObject *const *args, Py_ssize_t n
             PyErr_SetFromErrno(PyExc_OSError);
             goto fail;
         }
-        PyObject *s = PyUnicode_FromString(text);
-        if (s == NULL)
+        PyObject *str = PyUnicode_FromString(text);
+        if (str == NULL)
             goto fail;
-        PyList_SET_ITEM(addresses, i, s); /* steals s */
-        PyObject *a = answer(qname, rtype == 1 ? v_A : v_AAAA, ttl, s);
+        PyList_SET_ITEM(addresses, i, str); /* steals str */
+        PyObject *a = answer(qname, rtype == 1 ? v_A : v_AAAA, ttl, str);
         if (a == NULL)
             goto fail;
         PyList_SET_ITEM(answers, i, a);
         off += 12 + rdlen;
     }
-
-    PyObject *flag_list = PyList_New(0);
+    flag_list = PyList_New(0);
     if (flag_list == NULL)
         goto fail;
     for (int i = 0; i < 7; i++)
-        if ((flags & flag_bit[i]) && PyList_Append(flag_list, flag_text[i])) {
-            Py_DECREF(flag_list);
+        if ((s->flags & flag_bit[i]) && PyList_Append(flag_list, flag_text[i]))
             goto fail;
-        }
-
     rec = _PyDict_NewPresized(13);
-    if (rec == NULL) {
-        Py_DECREF(flag_list);
+    if (rec == NULL)
         goto fail;
-    }
-    /* Keys in the order of probes.dns.response_record. */
     if (set_steal(rec, k_t, round6(t)) || PyDict_SetItem(rec, k_source, source)
-        || set_steal(rec, k_query_id, PyLong_FromUnsignedLong(msg_id))
-        || PyDict_SetItem(rec, k_rcode, rcode_text[flags & 0x000F]) || set_steal(rec, k_flags, flag_list)
+        || set_steal(rec, k_query_id, PyLong_FromUnsignedLong(s->id))
+        || PyDict_SetItem(rec, k_rcode, rcode_text[s->flags & 0x000F]) || PyDict_SetItem(rec, k_flags, flag_list)
         || PyDict_SetItem(rec, k_ip_ttl, ip_ttl) || PyDict_SetItem(rec, k_answers, answers)
         || PyDict_SetItem(rec, k_addresses, addresses) || set_steal(rec, k_size, PyLong_FromSsize_t(n))
-        || PyDict_SetItem(rec, k_id_mismatch, (overflow || (long)msg_id != qid) ? Py_True : Py_False)
+        || PyDict_SetItem(rec, k_id_mismatch, id_mismatch ? Py_True : Py_False)
         || PyDict_SetItem(rec, k_question_mismatch, Py_False) || PyDict_SetItem(rec, k_parse_error, Py_None)
         || PyDict_SetItem(rec, k_raw_b64, Py_None))
         goto fail;
     Py_DECREF(answers);
     Py_DECREF(addresses);
+    Py_DECREF(flag_list);
     return rec;
-
 fail:
     Py_XDECREF(answers);
     Py_XDECREF(addresses);
+    Py_XDECREF(flag_list);
     Py_XDECREF(rec);
     return NULL;
+}
+
+/* 1 when ``qid_obj`` (our id, any int) differs from ``msg_id``; -1 with an exception if not an int. */
+static int id_differs(PyObject *qid_obj, unsigned msg_id) {
+    int overflow;
+    long qid = PyLong_AsLongAndOverflow(qid_obj, &overflow);
+    if (qid == -1 && PyErr_Occurred())
+        return -1;
+    return overflow || qid != (long)msg_id;
+}
+
+static PyObject *echo_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "echo_record takes 7 arguments");
+        return NULL;
+    }
+    PyObject *data = args[0], *question = args[1];
+    if (!PyBytes_Check(data) || !PyBytes_Check(question)) {
+        PyErr_SetString(PyExc_TypeError, "data and question must be bytes");
+        return NULL;
+    }
+    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(data);
+    Shape s;
+    if (!usual_shape(d, PyBytes_GET_SIZE(data), PyBytes_AS_STRING(question), PyBytes_GET_SIZE(question), "", 0, &s)) {
+        if (!PyLong_Check(args[3])) {
+            PyErr_SetString(PyExc_TypeError, "qid must be an int");
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    int differs = id_differs(args[3], s.id);
+    if (differs < 0)
+        return NULL;
+    return build_record(d, PyBytes_GET_SIZE(data), &s, args[2], differs, args[4], args[5], args[6]);
+}
+
+/* decode_usual(raw, name, wire, types, resolver, hold_window): measure.dns_bulk.decode for a finished
+ * name whose every query was sent and answered, every datagram being the usual reply and each query's
+ * first reply carrying our id, NOERROR and an answer of the asked type first; None otherwise (nothing
+ * was built then: the caller runs the Python decode). ``raw`` is the engine's RawResult. */
+static PyObject *decode_usual(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "decode_usual takes 6 arguments");
+        return NULL;
+    }
+    PyObject *raw = args[0], *name = args[1], *wire = args[2], *types = args[3], *resolver = args[4],
+             *hold = args[5];
+    if (!PyTuple_Check(raw) || PyTuple_GET_SIZE(raw) != 4 || !PyList_Check(PyTuple_GET_ITEM(raw, 3))
+        || !PyBytes_Check(wire) || !PyList_Check(types))
+        Py_RETURN_NONE;
+    PyObject *queries = PyTuple_GET_ITEM(raw, 3);
+    Py_ssize_t nq = PyList_GET_SIZE(queries);
+    const char *w = PyBytes_AS_STRING(wire);
+    Py_ssize_t wl = PyBytes_GET_SIZE(wire);
+
+    /* First pass, reads only: is everything usual? */
+    for (Py_ssize_t i = 0; i < nq; i++) {
+        PyObject *q = PyList_GET_ITEM(queries, i);
+        if (!PyTuple_Check(q) || PyTuple_GET_SIZE(q) != 8 || !PyLong_Check(PyTuple_GET_ITEM(q, 0))
+            || PyTuple_GET_ITEM(q, 4) != Py_None || !PyList_Check(PyTuple_GET_ITEM(q, 6))
+            || PyList_GET_SIZE(PyTuple_GET_ITEM(q, 6)) == 0)
+            Py_RETURN_NONE;  /* not sent, or no reply: the general rules */
+        Py_ssize_t index = PyLong_AsSsize_t(PyTuple_GET_ITEM(q, 0));
+        if (index < 0 || index >= PyList_GET_SIZE(types)) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        PyObject *type = PyList_GET_ITEM(types, index);
+        if (!PyTuple_Check(type) || PyTuple_GET_SIZE(type) != 3 || !PyBytes_Check(PyTuple_GET_ITEM(type, 2))
+            || !PyUnicode_Check(PyTuple_GET_ITEM(type, 0)))
+            Py_RETURN_NONE;
+        PyObject *tail = PyTuple_GET_ITEM(type, 2), *datagrams = PyTuple_GET_ITEM(q, 6);
+        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(datagrams); k++) {
+            PyObject *g = PyList_GET_ITEM(datagrams, k);
+            Shape s;
+            if (!PyTuple_Check(g) || PyTuple_GET_SIZE(g) != 4 || !PyBytes_Check(PyTuple_GET_ITEM(g, 0))
+                || !usual_shape((const unsigned char *)PyBytes_AS_STRING(PyTuple_GET_ITEM(g, 0)),
+                                PyBytes_GET_SIZE(PyTuple_GET_ITEM(g, 0)), w, wl, PyBytes_AS_STRING(tail),
+                                PyBytes_GET_SIZE(tail), &s))
+                Py_RETURN_NONE;
+            if (k == 0) {  /* the first reply decides the outcome: ours, NOERROR, the asked type first */
+                int differs = id_differs(PyTuple_GET_ITEM(q, 1), s.id);
+                if (differs < 0) {
+                    PyErr_Clear();
+                    Py_RETURN_NONE;
+                }
+                if (differs || (s.flags & 0x000F) || s.an == 0)
+                    Py_RETURN_NONE;
+                const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(PyTuple_GET_ITEM(g, 0));
+                unsigned rtype = u16(d + s.answers_at + 2);
+                int eq = PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(type, 0), rtype == 1 ? "A" : "AAAA");
+                if (eq != 0)
+                    Py_RETURN_NONE;
+            }
+        }
+    }
+
+    /* Second pass: the observation dicts, keys in the order of measure.dns_bulk.decode. */
+    PyObject *observations = PyList_New(nq);
+    if (observations == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < nq; i++) {
+        PyObject *q = PyList_GET_ITEM(queries, i);
+        PyObject *type = PyList_GET_ITEM(types, PyLong_AsSsize_t(PyTuple_GET_ITEM(q, 0)));
+        PyObject *tail = PyTuple_GET_ITEM(type, 2), *datagrams = PyTuple_GET_ITEM(q, 6);
+        PyObject *qid = PyTuple_GET_ITEM(q, 1);
+        Py_ssize_t nd = PyList_GET_SIZE(datagrams);
+        PyObject *responses = PyList_New(nd), *obs = NULL, *addresses = NULL;
+        if (responses == NULL)
+            goto fail;
+        for (Py_ssize_t k = 0; k < nd; k++) {
+            PyObject *g = PyList_GET_ITEM(datagrams, k), *data = PyTuple_GET_ITEM(g, 0);
+            const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(data);
+            Shape s;
+            usual_shape(d, PyBytes_GET_SIZE(data), w, wl, PyBytes_AS_STRING(tail), PyBytes_GET_SIZE(tail), &s);
+            int differs = id_differs(qid, s.id);
+            PyObject *rec = differs < 0 ? NULL
+                : build_record(d, PyBytes_GET_SIZE(data), &s, name, differs, PyTuple_GET_ITEM(g, 1),
+                               PyTuple_GET_ITEM(g, 2), PyTuple_GET_ITEM(g, 3));
+            if (rec == NULL) {
+                Py_DECREF(responses);
+                goto fail;
+            }
+            PyList_SET_ITEM(responses, k, rec);
+        }
+        /* the outcome: the first reply's addresses (a copy, as list(first["addresses"])) */
+        addresses = PySequence_List(PyDict_GetItem(PyList_GET_ITEM(responses, 0), k_addresses));
+        obs = _PyDict_NewPresized(16);
+        if (addresses == NULL || obs == NULL || set_steal(obs, k_id, PyLong_FromSsize_t(i + 1))
+            || PyDict_SetItem(obs, k_operation, v_dns_query) || PyDict_SetItem(obs, k_parent_id, Py_None)
+            || set_steal(obs, k_t0, round6(PyTuple_GET_ITEM(q, 2)))
+            || set_steal(obs, k_t, round6(PyTuple_GET_ITEM(q, 3))) || PyDict_SetItem(obs, k_failure, Py_None)
+            || PyDict_SetItem(obs, k_query_name, name) || PyDict_SetItem(obs, k_query_type, PyTuple_GET_ITEM(type, 0))
+            || PyDict_SetItem(obs, k_transport, v_udp) || PyDict_SetItem(obs, k_resolver, resolver)
+            || PyDict_SetItem(obs, k_query_id, qid) || PyDict_SetItem(obs, k_hold_window, hold)
+            || PyDict_SetItem(obs, k_responses, responses) || PyDict_SetItem(obs, k_addresses, addresses)
+            || PyDict_SetItem(obs, k_icmp_errors, PyTuple_GET_ITEM(q, 7))
+            || PyDict_SetItem(obs, k_failed_step, PyTuple_GET_ITEM(q, 5))) {
+            Py_DECREF(responses);
+            Py_XDECREF(addresses);
+            Py_XDECREF(obs);
+            goto fail;
+        }
+        Py_DECREF(responses);
+        Py_DECREF(addresses);
+        PyList_SET_ITEM(observations, i, obs);
+    }
+    return Py_BuildValue("(ONOO)", name, observations, PyTuple_GET_ITEM(raw, 1), PyTuple_GET_ITEM(raw, 2));
+fail:
+    Py_DECREF(observations);  /* unset items are NULL: list_dealloc skips them */
+    return NULL;
+}
+
+/* wire_name(name) -> bytes | None: probes/wire/dnsbulk.py's wire_name (the same bytes, None in the
+ * same cases): an ASCII name's labels, each 1..63 bytes, as length-prefixed labels and the root. */
+static PyObject *wire_name(PyObject *self, PyObject *arg) {
+    if (!PyUnicode_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "wire_name takes a str");
+        return NULL;
+    }
+    if (!PyUnicode_IS_ASCII(arg)) {  /* the Python version raises UnicodeEncodeError; callers check first */
+        PyErr_SetString(PyExc_ValueError, "wire_name takes an ASCII name");
+        return NULL;
+    }
+    const char *p = (const char *)PyUnicode_DATA(arg);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
+    if (n > 253)
+        Py_RETURN_NONE;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n + 2);  /* one length byte per label, dots replaced */
+    if (out == NULL)
+        return NULL;
+    char *o = PyBytes_AS_STRING(out);
+    Py_ssize_t start = 0;
+    for (Py_ssize_t i = 0; i <= n; i++) {
+        if (i < n && p[i] != '.')
+            continue;
+        Py_ssize_t len = i - start;  /* the label p[start:i] */
+        if (len == 0 || len > 63) {
+            Py_DECREF(out);
+            Py_RETURN_NONE;
+        }
+        o[start] = (char)len;
+        memcpy(o + start + 1, p + start, (size_t)len);
+        start = i + 1;
+    }
+    o[n + 1] = 0;
+    return out;
 }
 
 static PyMethodDef methods[] = {
     {"echo_record", (PyCFunction)(void (*)(void))echo_record, METH_FASTCALL,
      "echo_record(data, question, qname, qid, t, source, ip_ttl) -> dict | None\n\n"
      "The C version of censorscope.probes.wire.dnsbulk.echo_record (same results)."},
+    {"decode_usual", (PyCFunction)(void (*)(void))decode_usual, METH_FASTCALL,
+     "decode_usual(raw, name, wire, types, resolver, hold_window) -> tuple | None\n\n"
+     "censorscope.measure.dns_bulk.decode for a name whose replies are all usual; None otherwise."},
+    {"wire_name", wire_name, METH_O,
+     "wire_name(name) -> bytes | None\n\nThe C version of censorscope.probes.wire.dnsbulk.wire_name."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -244,7 +427,13 @@ PyMODINIT_FUNC PyInit__dnsbulk_c(void) {
         || intern(&k_id_mismatch, "id_mismatch") || intern(&k_question_mismatch, "question_mismatch")
         || intern(&k_parse_error, "parse_error") || intern(&k_raw_b64, "raw_b64") || intern(&k_name, "name")
         || intern(&k_type, "type") || intern(&k_ttl, "ttl") || intern(&k_data, "data") || intern(&v_A, "A")
-        || intern(&v_AAAA, "AAAA"))
+        || intern(&v_AAAA, "AAAA") || intern(&k_id, "id") || intern(&k_operation, "operation")
+        || intern(&k_parent_id, "parent_id") || intern(&k_t0, "t0") || intern(&k_failure, "failure")
+        || intern(&k_query_name, "query_name") || intern(&k_query_type, "query_type")
+        || intern(&k_transport, "transport") || intern(&k_resolver, "resolver")
+        || intern(&k_hold_window, "hold_window") || intern(&k_responses, "responses")
+        || intern(&k_icmp_errors, "icmp_errors") || intern(&k_failed_step, "failed_step")
+        || intern(&v_dns_query, "dns_query") || intern(&v_udp, "udp"))
         return NULL;
     for (int i = 0; i < 16; i++) {
         rcode_text[i] = i < 11 ? PyUnicode_InternFromString(rcodes[i]) : PyUnicode_FromFormat("%d", i);

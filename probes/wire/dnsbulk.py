@@ -17,10 +17,12 @@ steps dominate and have a common case worth a dedicated path:
   for the unusual). Tests check both agree on real server responses and
   on mutated ones.
 
-``echo_record`` is the C version (``_dnsbulk_c.c``, same results, ~10x
-faster) when the extension is built and ``CENSORSCOPE_NO_CEXT`` is not set to
-``1``; ``py_echo_record`` is the pure-Python reference it is tested against
-and the fallback. ``HAVE_CEXT`` says which one is in use.
+``echo_record`` and ``wire_name`` are the C versions (``_dnsbulk_c.c``, same
+results, ~5x faster) when the extension is built and ``CENSORSCOPE_NO_CEXT``
+is not set to ``1``; ``py_echo_record`` and ``py_wire_name`` are the
+pure-Python references they are tested against, and the fallbacks.
+``decode_usual`` (C only, else None) decodes a whole finished name of the
+bulk engine when all its replies are usual. ``HAVE_CEXT`` says which is in use.
 
 Sans-IO: bytes in, values out.
 """
@@ -34,7 +36,7 @@ from typing import Any
 
 from censorscope.probes.wire.dnswire import RCODES, flags_text, usual_rr_head
 
-__all__ = ["HAVE_CEXT", "echo_record", "py_echo_record", "wire_name"]
+__all__ = ["HAVE_CEXT", "decode_usual", "echo_record", "py_echo_record", "py_wire_name", "wire_name"]
 
 _LENGTH = [None] + [bytes([n]) for n in range(1, 64)]  # index 0 (an empty label) is invalid
 _HEADER = struct.Struct("!6H")
@@ -174,17 +176,22 @@ def _general(
     }
 
 
-def _c_echo_record() -> Any:
-    """The C ``echo_record``, or None when it is not built or ``CENSORSCOPE_NO_CEXT=1`` asks for Python."""
+def _c_module() -> Any:
+    """The C module, or None when it is not built or ``CENSORSCOPE_NO_CEXT=1`` asks for Python."""
     if os.environ.get("CENSORSCOPE_NO_CEXT") == "1":
         return None
     try:
-        from censorscope.probes.wire._dnsbulk_c import echo_record as c_echo_record
+        from censorscope.probes.wire import _dnsbulk_c
     except ImportError:
         return None
-    return c_echo_record
+    return _dnsbulk_c
 
 
-_C = _c_echo_record()
+_C = _c_module()
 HAVE_CEXT = _C is not None
-echo_record = _C if _C is not None else py_echo_record
+py_wire_name = wire_name
+echo_record = _C.echo_record if _C is not None else py_echo_record
+wire_name = _C.wire_name if _C is not None else py_wire_name  # noqa: F811 (the C version of the above)
+#: ``measure.dns_bulk.decode`` for a finished name whose replies are all usual (None: not usual), in C;
+#: None without the C module (see ``measure.dns_bulk.decode``).
+decode_usual = _C.decode_usual if _C is not None else None

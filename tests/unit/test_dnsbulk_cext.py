@@ -1,9 +1,11 @@
-"""The C ``echo_record`` (probes/wire/_dnsbulk_c.c) equals the Python reference on every input.
+"""The C fast paths (probes/wire/_dnsbulk_c.c) equal their Python references on every input.
 
-Equal means the same dict (same keys in the same order, same values and types) or None for both, on
+``echo_record``: equal means the same dict (same keys in the same order, same values and types) or None for both, on
 dnspython-built replies of every usual and unusual shape, on each of them cut at every byte, with
 random byte mutations, on random bytes, with wrong ids, another question and extended rcodes.
 (``py_echo_record`` itself is checked against the general decoder in test_dnsbulk_codec.py.)
+``decode_usual``: equals ``measure.dns_bulk.py_decode`` on finished names of usual and unusual replies,
+and takes every usual one. ``wire_name``: equals ``py_wire_name``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from censorscope.measure import dns_bulk
 from censorscope.probes.wire import dnsbulk, dnswire
 from censorscope.probes.wire._dnsbulk_c import echo_record as c_echo_record  # not built: this file fails
 
@@ -139,3 +142,103 @@ def test_bad_arguments_raise():
         c_echo_record(b"", b"", "x", 1, 0.1, "s")
     with pytest.raises(TypeError):
         c_echo_record(b"\x00" * 40, b"\x00\x00\x01\x00\x01", "x", "1", 0.1, "s", None)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="ab-_.Z09", max_size=80) | st.lists(st.integers(0, 70), max_size=6).map(
+    lambda sizes: ".".join("x" * n for n in sizes)))
+def test_wire_name(name):
+    assert dnsbulk.wire_name is not dnsbulk.py_wire_name  # the C one is in use
+    assert dnsbulk.wire_name(name) == dnsbulk.py_wire_name(name)
+
+
+TYPES = dns_bulk._types(("A", "AAAA"))
+
+
+def _reply(name: str, code: int, qid: int, *, rcode: int = 0, ips=(), cname: bool = False) -> bytes:
+    q = dns.message.make_query(name, dnswire.qtype_text(code), use_edns=0)
+    q.id = qid
+    r = dns.message.make_response(q)
+    r.set_rcode(rcode)
+    if cname:
+        r.answer.append(dns.rrset.from_text(name + ".", 60, "IN", "CNAME", "edge.cdn.test."))
+    for ip in ips:
+        r.answer.append(dns.rrset.from_text(name + ".", 30, "IN", "AAAA" if ":" in ip else "A", ip))
+    return r.to_wire()
+
+
+def _datagram(draw, kind: str, name: str, code: int, qid: int) -> bytes:
+    ip = draw(ipv4) if code == 1 else draw(ipv6)
+    if kind == "ok":
+        return _reply(name, code, qid, ips=[ip, ip][:draw(st.integers(1, 2))])
+    if kind == "other_id":
+        return _reply(name, code, (qid + 1) % 65536, ips=[ip])
+    if kind == "nx":
+        return _reply(name, code, qid, rcode=3)
+    if kind == "empty":
+        return _reply(name, code, qid)
+    if kind == "other_type":
+        return _reply(name, code, qid, ips=[draw(ipv6) if code == 1 else draw(ipv4)])
+    if kind == "cname":
+        return _reply(name, code, qid, cname=True)
+    if kind == "cut":
+        return _reply(name, code, qid, ips=[ip])[:-3]
+    return b"\x00\x01garbage"
+
+
+@st.composite
+def finished_names(draw):
+    """(RawResult, name, wire, usual?) as the engine hands a finished name to ``decode``."""
+    name = draw(names)
+    queries, usual = [], True
+    for index in draw(st.sampled_from([[0], [1], [0, 1], [1, 0]])):
+        code = TYPES[index][1]
+        qid = draw(st.integers(0, 65535))
+        later = st.sampled_from(["ok", "other_id", "nx", "empty", "other_type", "other_id", "nx", "cname", "garbage",
+                                 "cut"])
+        first = st.sampled_from(["ok"] * 12 + ["other_id", "nx", "empty", "other_type", "cname", "garbage", "cut"])
+        kinds = draw(st.just([]) | st.tuples(first, st.lists(later, max_size=2)).map(lambda f: [f[0], *f[1]]))
+        failure = draw(st.sampled_from([None] * 8 + ["connection_refused"]))
+        datagrams = []
+        for k, kind in enumerate(kinds):
+            data = _datagram(draw, kind, name, code, qid)
+            datagrams.append((data, draw(times), "127.0.0.1:53", draw(st.sampled_from([None, 64]))))
+            usual &= kind in ("ok", "other_id", "nx", "empty", "other_type") and (k > 0 or kind == "ok")
+        usual &= failure is None and bool(datagrams)
+        icmp = [{"t": 0.1, "source": "127.0.0.1", "failure": "connection_refused", "icmp_type": 3,
+                 "icmp_code": 3}] if draw(st.booleans()) else []
+        queries.append((index, qid, draw(times), draw(times), failure, "send" if failure else None, datagrams, icmp))
+    return (7, 1.7e9, 0.25, queries), name, dnswire.encode_name(name), usual
+
+
+def _items(value):
+    """A value with every dict as its list of items (so key order is compared too)."""
+    if isinstance(value, dict):
+        return [(k, _items(v)) for k, v in value.items()]
+    if isinstance(value, list | tuple):
+        return [_items(v) for v in value]
+    return value
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(finished_names())
+def test_decode_usual_equals_the_python_decode(case):
+    raw, name, wire, usual = case
+    fast = dnsbulk.decode_usual(raw, name, wire, TYPES, "127.0.0.1:53", 0.05)
+    slow = dns_bulk.py_decode(raw, name, wire, TYPES, "127.0.0.1:53", 0.05)
+    if usual:
+        assert fast is not None
+    if fast is not None:
+        assert _items(fast) == _items(slow)
+        assert dns_bulk.decode(raw, name, wire, TYPES, "127.0.0.1:53", 0.05) == fast
+    else:
+        assert dns_bulk.decode(raw, name, wire, TYPES, "127.0.0.1:53", 0.05) == slow
+
+
+def test_decode_usual_declines_odd_input():
+    """Anything but the engine's own RawResult shape is declined (None), never a crash."""
+    wire = dnswire.encode_name("a.test")
+    for raw in (None, (), (1, 2, 3, 4), (1, 2, 3, [None]), (1, 2, 3, [(0, 1, 0.0, 0.1, None, None, [], [])]),
+                (1, 2, 3, [(9, 1, 0.0, 0.1, None, None, [(b"x", 0.1, "s", None)], [])]),
+                (1, 2, 3, [(0, 1, 0.0, 0.1, None, None, [("str", 0.1, "s", None)], [])])):
+        assert dnsbulk.decode_usual(raw, "a.test", wire, TYPES, "r", 0.05) is None
