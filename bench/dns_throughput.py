@@ -20,11 +20,14 @@ in C (``probes/wire/_dnsbulk_c.c``), then serialises with orjson; the line
 "paths:" says which. ``CENSORSCOPE_NO_CEXT=1`` runs the pure-Python paths
 for comparison.
 
-Measured here (2 vCPUs, idle, load average < 2 from the benchmark itself):
-ratio 0.64-0.67 (dnsperf ~74k qps, censorscope ~48k qps; CPU per query
-~15 µs in this process, ~12.5 µs in the worker, nsd ~8 µs); the pure-Python
-paths gave 0.38-0.42. Another busy process on the machine lowers the ratio
-(to ~0.45 with one CPU taken): censorscope's pipeline needs both CPUs.
+Measured here (2 vCPUs; rounds where nothing else ran, load average ~2 from
+the benchmark's own processes): per-round ratios 0.60-0.74, medians of runs
+0.65-0.66 (dnsperf 65-80k qps, censorscope 43-57k qps; CPU per query
+~13-17 µs in this process, ~11-14 µs in the worker, nsd ~8-9 µs); the
+pure-Python paths gave 0.36-0.40 (26-27 µs + 26-28 µs). While another
+process keeps one CPU busy, both clients get about one CPU and the ratio
+follows the CPU per query instead: ~0.35-0.50 (censorscope ~29 µs + nsd
+~9 µs against dnsperf ~10 µs + nsd ~9 µs).
 
 Reference on this kind of machine (PERF-NOTES.md): dnsperf ~97k qps; a tuned
 asyncio engine 31-64k qps. Traffic goes to loopback only.
