@@ -89,9 +89,10 @@ class BuildExt(build_ext):
 
 setup(
     ext_modules=[
-        Extension("censorscope.probes.wire._dnsbulk_c", ["probes/wire/_dnsbulk_c.c"]),
+        # optional: without a C compiler (or Python's headers) the install still works, on the Python paths
+        Extension("censorscope.probes.wire._dnsbulk_c", ["probes/wire/_dnsbulk_c.c"], optional=True),
         # epoll, sendmmsg and recvmmsg: Linux only (elsewhere the worker runs the Python engine)
-        *([Extension("censorscope.measure._dns_bulk_engine", ["measure/_dns_bulk_engine.c"])]
+        *([Extension("censorscope.measure._dns_bulk_engine", ["measure/_dns_bulk_engine.c"], optional=True)]
           if sys.platform.startswith("linux") else []),
         *mypyc_extensions(),
     ],
