@@ -5,7 +5,7 @@ experimental; ``Extension`` here is its stable interface. Each extension is a
 fast path with a pure-Python fallback and reference (the tests compare them;
 tests/unit/test_cext_built.py fails when an extension is not built).
 
-The verdict engine (``analysis/verdicts``, except ``__init__`` and ``fingerprints``)
+The verdict engine (``analysis/verdicts``, except its ``__init__``)
 is also compiled with mypyc from its unchanged Python source: same code, about
 40 % less CPU per measurement (docs/analysis.md, "Speed"). The build writes a
 stamp of the sources it compiled; ``censorscope.analysis.verdicts`` runs the
@@ -25,9 +25,9 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
-#: the verdict modules compiled with mypyc (fingerprints subclasses list, which mypyc cannot compile)
+#: the verdict modules compiled with mypyc: all but the package itself (it picks compiled or source)
 VERDICTS = ROOT / "analysis" / "verdicts"
-NOT_COMPILED = {"__init__.py", "fingerprints.py"}
+NOT_COMPILED = {"__init__.py"}
 #: the package of the shared library and of the stamp (censorscope.analysis.verdicts._compiled__mypyc)
 GROUP = "censorscope.analysis.verdicts._compiled"
 STAMP = "_compiled_sources.json"

@@ -64,7 +64,7 @@ def _regex(pattern: str) -> re.Pattern[str]:
 # --- HTTP -----------------------------------------------------------------
 def _headers(headers: Any) -> list[tuple[str, str]]:
     if isinstance(headers, _Normalised):
-        return headers
+        return headers.pairs
     if isinstance(headers, dict):
         return [(str(k).lower(), str(v)) for k, v in headers.items()]
     out = []
@@ -74,8 +74,11 @@ def _headers(headers: Any) -> list[tuple[str, str]]:
     return out
 
 
-class _Normalised(list):  # type: ignore[type-arg]
+class _Normalised:
     """Headers already lower-cased into (name, value) pairs: matched many times, normalised once."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self.pairs = pairs
 
 
 def _header_matches(spec: dict[str, Any], headers: list[tuple[str, str]]) -> bool:

@@ -65,20 +65,27 @@ def test_host_of_cached_urls() -> None:
     assert host_of("") is None
 
 
-def test_gc_thresholds_restored_even_on_error() -> None:
+def test_gc_paused_and_restored_even_on_error() -> None:
+    assert gc.isenabled()
     before = gc.get_threshold()
     try:
         with _fewer_gc_passes():
-            assert gc.get_threshold()[0] >= 50_000
-            with _fewer_gc_passes():  # nested batches share one save/restore
+            assert not gc.isenabled()
+            with _fewer_gc_passes():  # nested batches share one pause
                 pass
-            assert gc.get_threshold()[0] >= 50_000
+            assert not gc.isenabled()
             raise RuntimeError("boom")
     except RuntimeError:
         pass
-    assert gc.get_threshold() == before
+    assert gc.isenabled() and gc.get_threshold() == before
     judge_batch([{"measurement_id": "a", "probe": "nope"}])
-    assert gc.get_threshold() == before
+    assert gc.isenabled() and gc.get_threshold() == before
+    gc.disable()  # a caller that disabled the collector keeps it disabled
+    try:
+        judge_batch([{"measurement_id": "a", "probe": "nope"}])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_empty_and_mixed_tables_keep_their_types() -> None:
