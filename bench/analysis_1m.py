@@ -197,6 +197,8 @@ def main() -> None:
         generate(path, args.n)
         print(f"generated {args.n} measurements ({path.stat().st_size / 1e6:.0f} MB) in "
               f"{time.perf_counter() - t0:.1f} s")
+    from censorscope.analysis.verdicts import ENGINE
+    print(f"verdict engine: {ENGINE} (docs/analysis.md, 'Speed: the compiled engine'); python {sys.version.split()[0]}")
     print(f"load average before: {_load()}")
     ratios = []
     for k in range(args.repeat):
