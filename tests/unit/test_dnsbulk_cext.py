@@ -5,10 +5,14 @@ dnspython-built replies of every usual and unusual shape, on each of them cut at
 random byte mutations, on random bytes, with wrong ids, another question and extended rcodes.
 (``py_echo_record`` itself is checked against the general decoder in test_dnsbulk_codec.py.)
 ``decode_usual``: equals ``measure.dns_bulk.py_decode`` on finished names of usual and unusual replies,
-and takes every usual one. ``wire_name``: equals ``py_wire_name``.
+and takes every usual one. ``wire_name``: equals ``py_wire_name``. ``round6``: equals ``round(t, 6)``.
 """
 
 from __future__ import annotations
+
+import math
+import random
+import struct
 
 import dns.flags
 import dns.message
@@ -246,3 +250,27 @@ def test_decode_usual_declines_odd_input():
                 (1, 2, 3, [(9, 1, 0.0, 0.1, None, None, [(b"x", 0.1, "s", None)], [])]),
                 (1, 2, 3, [(0, 1, 0.0, 0.1, None, None, [("str", 0.1, "s", None)], [])])):
         assert _dnsbulk_c.decode_usual(raw, "a.test", wire, TYPES, "r", 0.05) is None
+
+
+def _same_round(x) -> None:
+    got, want = _dnsbulk_c.round6(x), round(x, 6)
+    assert type(got) is type(want)
+    if isinstance(want, float) and want != want:  # NaN
+        assert got != got
+    else:
+        assert got == want and math.copysign(1, got) == math.copysign(1, want)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.floats() | st.floats(0, 1000) | st.integers(-10**20, 10**20)
+       | st.tuples(st.integers(-10**9, 10**9), st.sampled_from([0.0, 1e-16, -1e-16, 1e-13, -1e-13, 1e-10]))
+       .map(lambda kt: (kt[0] + 0.5) / 1e6 + kt[1]))  # at and around the ties
+def test_round6_is_pythons_round(x):
+    """The C fast path of round(t, 6) (every stored time goes through it) gives Python's value, sign and type."""
+    _same_round(x)
+
+
+def test_round6_on_the_bit_patterns_of_many_doubles():
+    rnd = random.Random(6)
+    for _ in range(200_000):
+        _same_round(struct.unpack("<d", rnd.getrandbits(64).to_bytes(8, "little"))[0])
