@@ -20,14 +20,15 @@ in C (``probes/wire/_dnsbulk_c.c``), then serialises with orjson; the line
 "paths:" says which. ``CENSORSCOPE_NO_CEXT=1`` runs the pure-Python paths
 for comparison.
 
-Measured here (2 vCPUs; rounds where nothing else ran, load average ~2 from
-the benchmark's own processes): per-round ratios 0.60-0.74, medians of runs
-0.65-0.66 (dnsperf 65-80k qps, censorscope 43-57k qps; CPU per query
-~13-17 µs in this process, ~11-14 µs in the worker, nsd ~8-9 µs); the
-pure-Python paths gave 0.36-0.40 (26-27 µs + 26-28 µs). While another
-process keeps one CPU busy, both clients get about one CPU and the ratio
-follows the CPU per query instead: ~0.35-0.50 (censorscope ~29 µs + nsd
-~9 µs against dnsperf ~10 µs + nsd ~9 µs).
+Measured here (2 vCPUs, 3-round runs, load average ~2 from the benchmark's
+own processes): with nothing else busy (dnsperf 70-80k qps) medians of the
+per-round ratios 0.58-0.66 (rounds 0.47-0.74; censorscope 45-57k qps; CPU
+per query ~12-15 µs in this process, ~11-14 µs in the worker, nsd ~8-9 µs);
+the pure-Python paths gave 0.38 (rounds 0.36-0.40; 26-27 µs + 26-28 µs).
+While another process keeps one CPU busy (dnsperf 55-65k qps), both
+clients get about one CPU and the ratio follows the CPU per query instead:
+medians 0.42-0.47 (censorscope ~27 µs + nsd ~9 µs against dnsperf ~9 µs +
+nsd ~8 µs); the pure-Python paths then gave 0.28.
 
 Reference on this kind of machine (PERF-NOTES.md): dnsperf ~97k qps; a tuned
 asyncio engine 31-64k qps. Traffic goes to loopback only.
