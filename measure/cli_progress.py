@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from typing import Any, TextIO
@@ -17,9 +18,16 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+#: seconds between redraws of the bar
+REFRESH = 0.25
+
 
 class BarProgress:
-    """done/total, rate, ETA and failures so far, redrawn in place (stderr)."""
+    """done/total, rate, ETA and failures so far, redrawn in place (stderr).
+
+    Redrawn from the run's event loop, not by rich's refresh thread: a campaign process must stay
+    single-threaded so that the bulk DNS engine may fork its worker (measure/dns_bulk.py refuses to
+    fork while other threads run)."""
 
     def __init__(self, console: Console | None = None) -> None:
         self._progress = Progress(
@@ -35,7 +43,9 @@ class BarProgress:
             TextColumn("[red]{task.fields[failures]} with failures"),
             console=console or Console(stderr=True),
             transient=False,
+            auto_refresh=False,
         )
+        self._timer: asyncio.TimerHandle | None = None
         self._task: Any = None
         self._failures = 0
         self._done = 0
@@ -46,6 +56,17 @@ class BarProgress:
         self._progress.start()
         self._t0 = time.monotonic()
         self._task = self._progress.add_task("run", total=total, failures=0, rate=0.0)
+        self._progress.refresh()
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None  # no loop (a caller outside asyncio): redrawn at each advance only
+        if loop is not None:
+            self._timer = loop.call_later(REFRESH, self._redraw, loop)
+
+    def _redraw(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._progress.refresh()  # elapsed time and ETA move even while no measurement ends
+        self._timer = loop.call_later(REFRESH, self._redraw, loop)
 
     def advance(self, measurement: dict[str, Any], failed: bool) -> None:
         """One more measurement stored."""
@@ -53,6 +74,8 @@ class BarProgress:
         self._failures += failed
         elapsed = max(time.monotonic() - self._t0, 1e-6)
         self._progress.update(self._task, advance=1, failures=self._failures, rate=self._done / elapsed)
+        if self._timer is None:
+            self._progress.refresh()
 
     def note(self, text: str) -> None:
         """A message above the bar (printing directly would tear the bar)."""
@@ -60,6 +83,10 @@ class BarProgress:
 
     def close(self) -> None:
         """Stop redrawing."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._progress.refresh()
         self._progress.stop()
 
 
