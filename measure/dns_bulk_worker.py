@@ -70,6 +70,7 @@ from censorscope.measure.dns_bulk import (
     sockaddr_host_port,
 )
 from censorscope.probes import failures
+from censorscope.probes.cext import optional
 from censorscope.probes.dns import parse_resolver, read_error_queue
 from censorscope.probes.net import format_host_port
 from censorscope.probes.wire import dnswire
@@ -268,13 +269,7 @@ async def _worker_main(sock: socket.socket, resolver: str, qtypes: tuple[str, ..
 
 def _c_engine() -> ModuleType | None:
     """The C engine module, or None when it is not built or ``CENSORSCOPE_NO_CEXT=1`` asks for Python."""
-    if os.environ.get("CENSORSCOPE_NO_CEXT") == "1":
-        return None
-    try:
-        from censorscope.measure import _dns_bulk_engine
-    except ImportError:
-        return None
-    return _dns_bulk_engine
+    return optional("censorscope.measure._dns_bulk_engine")
 
 
 def engine_kind() -> str:

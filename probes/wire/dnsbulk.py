@@ -29,11 +29,11 @@ Sans-IO: bytes in, values out.
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 from typing import Any
 
+from censorscope.probes.cext import optional
 from censorscope.probes.wire.dnswire import RCODES, flags_text, usual_rr_head
 
 __all__ = ["HAVE_CEXT", "decode_usual", "echo_record", "py_echo_record", "py_wire_name", "wire_name"]
@@ -178,13 +178,7 @@ def _general(
 
 def _c_module() -> Any:
     """The C module, or None when it is not built or ``CENSORSCOPE_NO_CEXT=1`` asks for Python."""
-    if os.environ.get("CENSORSCOPE_NO_CEXT") == "1":
-        return None
-    try:
-        from censorscope.probes.wire import _dnsbulk_c
-    except ImportError:
-        return None
-    return _dnsbulk_c
+    return optional("censorscope.probes.wire._dnsbulk_c")
 
 
 _C = _c_module()
