@@ -64,8 +64,7 @@ def responses(q: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for r in q.get("responses") or ():
         if type(r) is dict or isinstance(r, dict):
-            get = r.get
-            if not (get("parse_error") or get("id_mismatch") or get("question_mismatch")):
+            if not (r.get("parse_error") or r.get("id_mismatch") or r.get("question_mismatch")):
                 out.append(r)
     return out
 

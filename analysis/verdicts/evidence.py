@@ -22,20 +22,19 @@ def _secs(o: dict[str, Any]) -> str:
 
 def name(o: dict[str, Any], *, control: bool = False) -> str:
     """``[control ]<operation> #<id>[ to <address>][ (SNI x)]``."""
-    get = o.get
-    op = get("operation")
-    text = f"control {op} #{get('id')}" if control else f"{op} #{get('id')}"
+    op = o.get("operation")
+    text = f"control {op} #{o.get('id')}" if control else f"{op} #{o.get('id')}"
     if op == "dns_query":
-        text += " " + f"for {get('query_name')} {get('query_type') or ''}".rstrip()
-        resolver = get("resolver")
+        text += " " + f"for {o.get('query_name')} {o.get('query_type') or ''}".rstrip()
+        resolver = o.get("resolver")
         if resolver:
             text += f" to {resolver}"
     else:
-        target = address_of(o) or get("url") or get("resolver")
+        target = address_of(o) or o.get("url") or o.get("resolver")
         if target:
             text += f" to {target}"
     if (op == "tls_handshake" or op == "quic_handshake") and "server_name" in o:
-        text += f" (SNI {get('server_name') or 'none'})"
+        text += f" (SNI {o.get('server_name') or 'none'})"
     return text
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import gc
 import importlib.util
 import random
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from censorscope.analysis.verdicts import dns, verdicts
 from censorscope.analysis.verdicts.combine import ResidualTracker, combine_attempts, event_time, group_key
@@ -23,6 +26,7 @@ from censorscope.analysis.verdicts.core import (
     find_control,
     host_of,
     ip_of,
+    parse_time,
 )
 from censorscope.analysis.verdicts.engine import _fewer_gc_passes, _judge_one, judge_batch
 from censorscope.analysis.verdicts.tls import control_handshakes, judge_handshake
@@ -409,3 +413,45 @@ def test_same_vantage_probe_equals_the_filtered_scan(corpus: list[dict[str, Any]
                 got = ctx.same_vantage_probe(m, probe)
                 assert len(got) == len(want) and all(a is b for a, b in zip(got, want, strict=True))
     assert any(Context(ms).same_vantage_probe(m, "throughput") for m in ms)
+
+
+def _reference_time(stamp: Any) -> float | None:
+    if not stamp or not isinstance(stamp, str):
+        return None
+    try:
+        return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _usual_form(d: dt.datetime) -> str:
+    return (f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}"
+            f".{d.microsecond:06d}Z")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30)))
+def test_parse_time_usual_form_equals_datetime(d: dt.datetime) -> None:
+    stamp = _usual_form(d)
+    assert parse_time(stamp) == _reference_time(stamp)
+    assert parse_time(stamp) is not None
+
+
+def test_parse_time_near_the_usual_form_equals_datetime() -> None:
+    rng = random.Random(3)
+    base = ["2026-10-01T12:34:56.789012Z", "2024-02-29T23:59:59.999999Z", "1969-12-31T23:59:59.000001Z",
+            "0001-01-01T00:00:00.000000Z", "9999-12-31T23:59:59.999999Z"]
+    odd = ["2023-02-29T00:00:00.000000Z", "2026-13-01T00:00:00.000000Z", "2026-10-01T24:00:00.000000Z",
+           "2026-10-01T12:60:00.000000Z", "2026-10-01T12:00:60.000000Z", "2026-10-01T1\u0663:00:00.000000Z",
+           "2026-10-01 12:00:00.000000Z", "2026-10-01T12:00:00,000000Z", "2026-W40-1T12:00:00.000000Z",
+           "20261001T12:00:00.0000000Z", "2026-10-01T12:00:00.000000+", "2026-10-01T12:00:00Z",
+           "2026-10-01T12:00:00.000000+02:00", "+026-10-01T12:00:00.000000Z", "", None, 5, ["x"]]
+    alphabet = "0123456789-:TZ.+ W,\u0663x"
+    cases = base + odd
+    for _ in range(20_000):
+        s = list(rng.choice(base))
+        for _k in range(rng.randrange(1, 3)):
+            s[rng.randrange(len(s))] = rng.choice(alphabet)
+        cases.append("".join(s))
+    for stamp in cases:
+        assert parse_time(stamp) == _reference_time(stamp), stamp
