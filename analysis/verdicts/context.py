@@ -80,8 +80,6 @@ class Context:
         self.measurements = measurements
         self.by_id = {m.id: m for m in measurements}
         self._facts: _Facts | None = None
-        self._by_vantage: dict[tuple[Any, ...], list[Measurement]] | None = None
-        self._by_vantage_probe: dict[tuple[Any, ...], list[Measurement]] | None = None
         self._indexes: dict[str, Any] = {}
 
     def index(self, name: str, build: Callable[[Context], _T]) -> _T:
@@ -134,47 +132,53 @@ class Context:
         The batch is indexed by vantage on the first call (a scan per call made
         judging a batch quadratic); a batch with an unhashable vantage field
         (malformed JSON: a list where a string belongs) is scanned as before."""
-        index = self._by_vantage
-        if index is None:
-            index = {}
-            try:
-                for o in self.measurements:
-                    key = o.vantage_key
-                    if key in index:
-                        index[key].append(o)
-                    else:
-                        index[key] = [o]
-            except TypeError:
-                index = _UNINDEXABLE
-            self._by_vantage = index
-        if index is _UNINDEXABLE:
-            return [o for o in self.measurements if o is not m and o.vantage_key == m.vantage_key]
-        try:
-            same = index.get(m.vantage_key, ())
-        except TypeError:  # m itself (not from this batch) has an unhashable vantage
+        same = _lookup(self.index("context.by_vantage", _by_vantage), m.vantage_key)
+        if same is None:
             return [o for o in self.measurements if o is not m and o.vantage_key == m.vantage_key]
         return [o for o in same if o is not m]
-
 
     def same_vantage_probe(self, m: Measurement, probe: str) -> list[Measurement]:
         """``same_vantage(m)`` restricted to measurements of ``probe`` (batch order), from an index by
         (vantage, probe) built on first use: rules that look for one probe's measurements (throughput
         references) no longer walk every measurement of the vantage per call."""
-        index = self._by_vantage_probe
-        if index is None:
-            index = {}
-            try:
-                for o in self.measurements:
-                    index.setdefault((o.vantage_key, o.probe), []).append(o)
-            except TypeError:
-                index = _UNINDEXABLE
-            self._by_vantage_probe = index
-        if index is not _UNINDEXABLE:
-            try:
-                return [o for o in index.get((m.vantage_key, probe), ()) if o is not m]
-            except TypeError:
-                pass  # m itself (not from this batch) has an unhashable vantage
-        return [o for o in self.same_vantage(m) if o.probe == probe]
+        same = _lookup(self.index("context.by_vantage_probe", _by_vantage_probe), (m.vantage_key, probe))
+        if same is None:
+            return [o for o in self.same_vantage(m) if o.probe == probe]
+        return [o for o in same if o is not m]
 
-#: marks a batch whose vantages cannot be indexed
-_UNINDEXABLE: dict[tuple[Any, ...], list[Measurement]] = {}
+
+_Index = dict[Any, list[Measurement]]
+
+
+def _grouped(ms: list[Measurement], key: Callable[[Measurement], Any]) -> _Index | None:
+    """``ms`` grouped by ``key`` (batch order kept), or None when a key is unhashable."""
+    index: _Index = {}
+    try:
+        for o in ms:
+            k = key(o)
+            if k in index:
+                index[k].append(o)
+            else:
+                index[k] = [o]
+    except TypeError:
+        return None
+    return index
+
+
+def _by_vantage(ctx: Context) -> _Index | None:
+    return _grouped(ctx.measurements, lambda o: o.vantage_key)
+
+
+def _by_vantage_probe(ctx: Context) -> _Index | None:
+    return _grouped(ctx.measurements, lambda o: (o.vantage_key, o.probe))
+
+
+def _lookup(index: _Index | None, key: Any) -> list[Measurement] | None:
+    """The group of ``key``; None when the batch could not be indexed or ``key`` is unhashable (a
+    measurement from outside the batch): the caller then scans."""
+    if index is None:
+        return None
+    try:
+        return index.get(key, [])
+    except TypeError:
+        return None
