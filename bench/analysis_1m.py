@@ -134,9 +134,7 @@ def _judge_range(args: tuple[str, int, int]) -> object:
     try:
         records = [loads(line) for line in data.splitlines() if line.strip()]
         del data
-        v = verdicts(records)
-        if "measurement_start_time" not in v.columns:
-            v["measurement_start_time"] = [r["measurement_start_time"] for r in records]
+        v = verdicts(records)  # its table has measurement_start_time (EXTRA_COLUMNS) for the daily counts
         counts, n = verdict_counts(v, freq="D"), len(v)
         del records, v
     finally:
@@ -155,8 +153,8 @@ def run_censorscope(path: Path, workers: int) -> tuple[float, int]:
     t0 = time.perf_counter()
     # byte ranges of ~64 MB (~30,000 measurements; at least 4 per worker): a worker holds one range's
     # records at a time (peak memory) and the last ranges finish close together (both cores busy)
-    parts = max(max(1, workers) * 4, -(-path.stat().st_size // RANGE_BYTES))
-    args = [(str(path), a, b) for a, b in _ranges(path, parts)]
+    n_ranges = max(max(1, workers) * 4, -(-path.stat().st_size // RANGE_BYTES))
+    args = [(str(path), a, b) for a, b in _ranges(path, n_ranges)]
     with mp.get_context("fork").Pool(workers) as pool:
         parts = pool.map(_judge_range, args)
     counts = pd.concat([p[0] for p in parts]).groupby(
