@@ -45,35 +45,28 @@ async def _exchange(port: int, **kw: float) -> object:
         sock.close()
 
 
-def test_lost_first_datagram_is_sent_again():
-    srv, seen = _server(drop_first=1)
+def _exchange_via(drop_first: int, **kw: float) -> tuple[object, list[bytes]]:
+    """One exchange with a server that drops the first ``drop_first`` datagrams: (result, datagrams seen)."""
+    srv, seen = _server(drop_first)
     try:
-        res = asyncio.run(_exchange(srv.getsockname()[1], timeout=3.0, resend_every=0.3))
+        return asyncio.run(_exchange(srv.getsockname()[1], **kw)), seen
     finally:
         srv.close()
+
+
+def test_lost_first_datagram_is_sent_again():
+    res, seen = _exchange_via(1, timeout=3.0, resend_every=0.3)
     assert res.failure is None and [d for _, d in res.datagrams] == [b"answer:hello"]
     assert res.transmissions == 2 and res.bytes_sent == 10 and seen == [b"hello", b"hello"]
 
 
 def test_without_resend_one_loss_is_a_timeout():
-    srv, seen = _server(drop_first=1)
-    try:
-        res = asyncio.run(_exchange(srv.getsockname()[1], timeout=0.8))
-    finally:
-        srv.close()
+    res, seen = _exchange_via(1, timeout=0.8)
     assert res.failure == GENERIC_TIMEOUT and res.transmissions == 1 and seen == [b"hello"]
 
 
 def test_no_resend_once_anything_came_and_silence_until_the_timeout():
-    srv, seen = _server(drop_first=0)
-    try:
-        res = asyncio.run(_exchange(srv.getsockname()[1], timeout=1.0, resend_every=0.2))
-    finally:
-        srv.close()
+    res, seen = _exchange_via(0, timeout=1.0, resend_every=0.2)
     assert res.failure is None and res.transmissions == 1 and seen == [b"hello"]
-    srv, seen = _server(drop_first=100)  # a path that drops everything: resends, then the timeout
-    try:
-        res = asyncio.run(_exchange(srv.getsockname()[1], timeout=1.0, resend_every=0.3))
-    finally:
-        srv.close()
+    res, seen = _exchange_via(100, timeout=1.0, resend_every=0.3)  # drops everything: resends, then the timeout
     assert res.failure == GENERIC_TIMEOUT and 2 <= res.transmissions <= 4 and len(seen) == res.transmissions

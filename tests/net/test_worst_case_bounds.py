@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from dns_servers import UDPServer, answer
-from vpn_support import serve_each, serving_peer
+from vpn_support import serve_each, serving
 
 from censorscope.measure.runner import WORST_CASE_MARGIN
 from censorscope.probes import registry
@@ -54,11 +54,8 @@ def _hold(c: socket.socket) -> None:
 
 @pytest.fixture
 def silent_tcp() -> Iterator[int]:
-    port, srv = serving_peer(_hold)
-    try:
+    with serving(_hold) as port:
         yield port
-    finally:
-        srv.close()
 
 
 @pytest.fixture
@@ -116,14 +113,11 @@ def test_web_bound_tls_stalled(silent_tcp):
 
 
 def test_web_bound_slow_dns_then_a_stalled_body():
-    port, srv = serving_peer(_stalling_http)
     # A answered after a while, AAAA never: the resolution waits out the timeout
-    with UDPServer(lambda q: [(0.2, answer(q, "127.0.0.1"), "server")] if q.question[0].rdtype == 1 else []) as dns:
-        try:
-            obs, _, _ = _run("web", f"http://site.example:{port}/", resolver=dns.address, timeout=T,
-                             hold_window=0.2, http_timeout=2 * T)
-        finally:
-            srv.close()
+    with serving(_stalling_http) as port, UDPServer(
+            lambda q: [(0.2, answer(q, "127.0.0.1"), "server")] if q.question[0].rdtype == 1 else []) as dns:
+        obs, _, _ = _run("web", f"http://site.example:{port}/", resolver=dns.address, timeout=T,
+                         hold_window=0.2, http_timeout=2 * T)
     by_type = {o["query_type"]: o["failure"] for o in obs if o["operation"] == "dns_query"}
     assert by_type == {"A": None, "AAAA": "generic_timeout_error"}
     assert _failures(obs, "http_round_trip") == ["generic_timeout_error"]
@@ -135,11 +129,8 @@ def test_web_bound_silent_resolver(silent_udp):
 
 
 def test_throughput_bound_stalled_transfer():
-    port, srv = serving_peer(_stalling_http)
-    try:
+    with serving(_stalling_http) as port:
         obs, _, _ = _run("throughput", f"http://127.0.0.1:{port}/", timeout=T, max_time=2 * T)
-    finally:
-        srv.close()
     [tp] = [o for o in obs if o["operation"] == "throughput"]
     assert tp["failure"] is None and tp["stopped"] == "max_time"
 
@@ -171,11 +162,8 @@ def test_openvpn_bounds_udp_and_tcp(silent_udp, silent_tcp):
 
 
 def test_tor_bound_or_port_and_directory_silent(silent_tcp):
-    dport, dsrv = serving_peer(_hold)
-    try:
+    with serving(_hold) as dport:
         obs, _, _ = _run("tor", f"tor://127.0.0.1:{silent_tcp}", timeout=T, dirport=dport)
-    finally:
-        dsrv.close()
     assert _failures(obs, "tor_handshake") == ["generic_timeout_error"]
     assert _failures(obs, "tor_directory") == ["generic_timeout_error"]
 
@@ -209,11 +197,8 @@ def test_ssh_bound_banner_then_silence():
         while c.recv(65536):
             pass
 
-    port, srv = serving_peer(banner_only)
-    try:
+    with serving(banner_only) as port:
         obs, _, _ = _run("ssh", f"ssh://127.0.0.1:{port}", timeout=T)
-    finally:
-        srv.close()
     [hs] = [o for o in obs if o["operation"] == "ssh_handshake"]
     assert hs["failure"] == "generic_timeout_error" and hs["software_version"] == "OpenSSH_9.2p1"
 
@@ -226,11 +211,8 @@ def test_socks_bound_method_chosen_then_no_connect_reply():
         while c.recv(65536):
             pass
 
-    port, srv = serving_peer(method_only)
-    try:
+    with serving(method_only) as port:
         obs, _, _ = _run("socks", f"socks://127.0.0.1:{port}?dest=203.0.113.5:80", timeout=T)
-    finally:
-        srv.close()
     [pc] = [o for o in obs if o["operation"] == "proxy_connect"]
     assert pc["failure"] == "generic_timeout_error" and pc["method"] == 0
 

@@ -60,6 +60,16 @@ def serving_peer(script: Callable[[socket.socket], None]) -> tuple[int, socket.s
     return srv.getsockname()[1], srv
 
 
+@contextlib.contextmanager
+def serving(script: Callable[[socket.socket], None]) -> Iterator[int]:
+    """``serving_peer`` as a context: yields the port, closes the listener on the way out."""
+    port, srv = serving_peer(script)
+    try:
+        yield port
+    finally:
+        srv.close()
+
+
 def serve_each(listener: socket.socket, script: Callable[[socket.socket], None]) -> None:
     """Run ``script`` on every connection ``listener`` accepts (a thread each) until it is closed;
     each connection is closed after its script, errors (the client went away) end it quietly."""
